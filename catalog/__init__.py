@@ -1,0 +1,1 @@
+"""catalog: the product catalog REST API."""

@@ -1,0 +1,1 @@
+"""Service configuration: settings from the environment and the Tortoise/aerich config."""

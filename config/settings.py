@@ -1,0 +1,80 @@
+"""Typed settings read from environment variables (12-factor), with defaults that work locally."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    return int(raw) if raw else default
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    return float(raw) if raw else default
+
+
+def _list(name: str, default: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in os.environ.get(name, default).split(",") if item.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    # No DATABASE_URL means "use the embedded PostgreSQL" (see catalog.embedded).
+    database_url: str | None = field(default_factory=lambda: os.environ.get("DATABASE_URL") or None)
+    redis_url: str | None = field(default_factory=lambda: os.environ.get("REDIS_URL") or None)
+    port: int = field(default_factory=lambda: _int("PORT", 8000))
+    host: str = field(default_factory=lambda: os.environ.get("HOST", "0.0.0.0"))
+    workers: int = field(default_factory=lambda: _int("WEB_CONCURRENCY", 2))
+    # asyncpg pool per worker: 20 kept open, up to 50 under load (pool_size=20, max_overflow=30).
+    db_pool_min: int = field(default_factory=lambda: _int("DB_POOL_MIN", 20))
+    db_pool_max: int = field(default_factory=lambda: _int("DB_POOL_MAX", 50))
+    db_acquire_timeout: float = field(default_factory=lambda: _float("DB_ACQUIRE_TIMEOUT", 30.0))
+    db_idle_lifetime: float = field(default_factory=lambda: _float("DB_IDLE_LIFETIME", 300.0))
+    db_command_timeout: float = field(default_factory=lambda: _float("DB_COMMAND_TIMEOUT", 30.0))
+    cors_origins: tuple[str, ...] = field(default_factory=lambda: _list("CORS_ORIGINS", "http://localhost:3000"))
+    # Signs pagination cursors; set it in production so every dyno agrees on it.
+    secret_key: str = field(default_factory=lambda: os.environ.get("SECRET_KEY", "catalog-local-secret"))
+    max_body_bytes: int = field(default_factory=lambda: _int("MAX_BODY_BYTES", 1_048_576))
+    slow_request_ms: float = field(default_factory=lambda: _float("SLOW_REQUEST_MS", 200.0))
+    gzip_min_bytes: int = field(default_factory=lambda: _int("GZIP_MIN_BYTES", 1024))
+    gzip_level: int = field(default_factory=lambda: _int("GZIP_LEVEL", 6))
+    embedded_data_dir: Path = field(
+        default_factory=lambda: Path(os.environ.get("EMBEDDED_PG_DIR", PROJECT_ROOT / "var" / "pgdata"))
+    )
+
+
+def database_credentials(url: str) -> dict[str, object]:
+    """Turn a postgres:// URL (Heroku's form, or a unix-socket one with ?host=/dir) into Tortoise credentials.
+
+    Query parameters other than ``host`` are passed on (for example ``sslmode``); pool sizes are not
+    taken from the URL: the DB_POOL_* variables own them.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise ValueError(f"DATABASE_URL must be a postgres:// URL, not {parts.scheme or 'empty'}://")
+    query = dict(parse_qsl(parts.query))
+    credentials: dict[str, object] = {
+        "host": query.pop("host", None) or parts.hostname or "127.0.0.1",
+        "port": parts.port or int(query.pop("port", 5432)),
+        "user": unquote(parts.username or "") or "postgres",
+        "password": unquote(parts.password or ""),
+        "database": parts.path.lstrip("/") or "postgres",
+    }
+    credentials.update(query)
+    return credentials
+
+
+def masked_url(url: str) -> str:
+    """The URL with its password replaced, fit for logs."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
