@@ -1,0 +1,67 @@
+"""The app factory: ``sanic catalog.app:create_app --factory``.
+
+Each concern is set up by its own module; pools are opened per worker (Sanic spawns workers) in
+``before_server_start`` and closed in ``after_server_stop``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import orjson
+from sanic import Sanic
+from sanic_ext import Extend
+
+from catalog import blueprints
+from catalog.db import close_database, open_database, warn_if_pool_exceeds_server
+from catalog.errors import JSONErrorHandler
+from catalog.http import setup_http
+from config.settings import Settings, masked_url
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def create_app(*, settings: Settings | None = None) -> Sanic:
+    settings = settings or Settings()
+    database_url = settings.database_url
+    if not database_url:
+        raise RuntimeError("DATABASE_URL is not set: start with `catalog run` (embedded PostgreSQL) or set it")
+    configure_logging()
+
+    app = Sanic("catalog", dumps=orjson.dumps, loads=orjson.loads, error_handler=JSONErrorHandler())
+    app.config.update(
+        REQUEST_MAX_SIZE=settings.max_body_bytes,
+        ACCESS_LOG=False,  # catalog.http logs each request once, with its timing and SQL count
+        FALLBACK_ERROR_FORMAT="json",
+        CORS_ORIGINS=",".join(settings.cors_origins),
+        OAS_UI_DEFAULT="swagger",
+    )
+    app.ctx.settings = settings
+    app.ctx.cursor_secret = settings.secret_key.encode()
+    Extend(app)
+    app.ext.openapi.describe("Catalog API", version="1.0.0", description="Product catalog for the web frontend.")
+
+    for blueprint in blueprints.ALL:
+        app.blueprint(blueprint)
+    setup_http(app, settings)
+
+    @app.main_process_start
+    async def check_pool_size(app: Sanic) -> None:
+        logging.getLogger("catalog").info("database %s", masked_url(database_url))
+        await warn_if_pool_exceeds_server(database_url, settings)
+
+    @app.before_server_start
+    async def connect_database(app: Sanic) -> None:
+        await open_database(database_url, settings)
+
+    @app.after_server_stop
+    async def disconnect_database(app: Sanic) -> None:
+        await close_database()
+
+    return app

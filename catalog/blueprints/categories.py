@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from sanic import Blueprint, HTTPResponse, Request
+from sanic.response import json
+from sanic_ext import openapi
+
+from catalog import queries, schemas
+from catalog.serialize import category_dict, product_list
+from catalog.validation import path_int
+
+bp = Blueprint("categories", url_prefix="/categories")
+
+
+@bp.get("")
+@openapi.definition(summary="All categories, by id", tag="categories",
+                    response={"application/json": list[schemas.Category]})
+async def list_categories(request: Request) -> HTTPResponse:
+    return json([category_dict(category) for category in await queries.categories()])
+
+
+@bp.get("/<category_id:str>/products")
+@openapi.definition(
+    summary="Every product of a category (active and inactive), by id; [] for an unknown category",
+    tag="categories",
+    parameter=openapi.definitions.Parameter("category_id", int, "path", required=True),
+    response=[
+        openapi.definitions.Response({"application/json": list[schemas.Product]}, status=200),
+        openapi.definitions.Response({"application/json": schemas.ValidationErrorBody}, status=422),
+    ],
+)
+async def category_products(request: Request, category_id: str) -> HTTPResponse:
+    products = await queries.category_products(path_int("category_id", category_id))
+    return json(product_list(products))

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from sanic import Blueprint, HTTPResponse, Request
+from sanic.response import json
+from sanic_ext import openapi
+
+from catalog import queries, schemas
+from catalog.serialize import product_list
+from catalog.validation import QueryReader
+
+bp = Blueprint("inventory", url_prefix="/inventory")
+
+
+@bp.get("/low-stock")
+@openapi.definition(
+    summary="Products whose available stock (quantity - reserved) is below the threshold, by id",
+    tag="inventory",
+    parameter=openapi.definitions.Parameter("threshold", int, "query", description="int >= 1, default 10"),
+    response=[
+        openapi.definitions.Response({"application/json": list[schemas.Product]}, status=200),
+        openapi.definitions.Response({"application/json": schemas.ValidationErrorBody}, status=422),
+    ],
+)
+async def low_stock(request: Request) -> HTTPResponse:
+    query = QueryReader(request.args)
+    threshold = query.int("threshold", default=10)
+    query.raise_if_any()
+    return json(product_list(await queries.low_stock_products(threshold)))

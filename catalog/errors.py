@@ -1,0 +1,58 @@
+"""Every error as JSON in the contract's shape: ``{"detail": ...}`` with the right status, never HTML."""
+
+from __future__ import annotations
+
+import logging
+
+import asyncpg
+from sanic import HTTPResponse, Request
+from sanic.exceptions import SanicException
+from sanic.handlers import ErrorHandler
+from sanic.response import json
+
+from catalog.validation import RequestValidationError
+
+logger = logging.getLogger("catalog.errors")
+
+# What PostgreSQL being down, restarting or out of connections looks like from here.
+DATABASE_UNAVAILABLE = (
+    OSError,  # refused or reset sockets; Tortoise's DBConnectionError is a ConnectionError too
+    TimeoutError,  # no pooled connection within DB_ACQUIRE_TIMEOUT, or a statement past its timeout
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,  # "connection is closed" on a connection the server dropped
+    asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections
+)
+RETRY_AFTER_SECONDS = "5"
+
+
+def database_unavailable(exception: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exception
+    while current is not None and id(current) not in seen:
+        if isinstance(current, DATABASE_UNAVAILABLE):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+class JSONErrorHandler(ErrorHandler):
+    def default(self, request: Request, exception: Exception) -> HTTPResponse:
+        if isinstance(exception, RequestValidationError):
+            return json({"detail": exception.errors}, status=422)
+        if isinstance(exception, SanicException):
+            status = exception.status_code
+            message = str(exception) or getattr(exception, "message", "") or "Error"
+            if status >= 500:
+                self.log(request, exception)
+            return json({"detail": message}, status=status, headers=getattr(exception, "headers", None))
+        if database_unavailable(exception):
+            logger.warning("database unavailable: %r", exception)
+            return json(
+                {"detail": "Database unavailable, try again shortly"},
+                status=503,
+                headers={"Retry-After": RETRY_AFTER_SECONDS},
+            )
+        self.log(request, exception)
+        return json({"detail": "Internal Server Error"}, status=500)
