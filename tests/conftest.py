@@ -1,0 +1,206 @@
+"""The test suite owns its database: a fresh one per run, migrated by aerich exactly as production is.
+
+The server is the machine's PostgreSQL when TEST_DATABASE_URL or DATABASE_URL names one, the embedded
+PostgreSQL otherwise. PostgreSQL being unreachable fails the run; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from sanic_testing.reusable import ReusableClient
+
+from catalog.app import create_app
+from catalog.db import STATEMENT_FORMAT, STATEMENT_LOGGER
+from config.settings import PROJECT_ROOT, Settings, database_credentials
+
+TEST_POOL_MAX = 10
+
+
+def with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+def connection_kwargs(url: str) -> dict[str, Any]:
+    return {k: v for k, v in database_credentials(url).items() if k in ("host", "port", "user", "password", "database")}
+
+
+def server_url() -> str:
+    configured = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
+    if configured:
+        return configured
+    from catalog.embedded import embedded_server_url
+
+    return embedded_server_url(PROJECT_ROOT / "var" / "pgdata", "postgres")
+
+
+def migrate(url: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "catalog", "migrate"], env={**os.environ, "DATABASE_URL": url}, check=True,
+        capture_output=True,
+    )
+
+
+def create_database(base_url: str, prefix: str) -> str:
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+    async def create() -> None:
+        connection = await asyncpg.connect(**connection_kwargs(base_url))
+        try:
+            await connection.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await connection.close()
+
+    asyncio.run(create())
+    url = with_database(base_url, name)
+    migrate(url)
+    return url
+
+
+def drop_database(base_url: str, url: str) -> None:
+    async def drop() -> None:
+        connection = await asyncpg.connect(**connection_kwargs(base_url))
+        try:
+            await connection.execute(f'DROP DATABASE IF EXISTS "{urlsplit(url).path.lstrip("/")}" WITH (FORCE)')
+        finally:
+            await connection.close()
+
+    asyncio.run(drop())
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> str:
+    return server_url()
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_server_url: str) -> Iterator[str]:
+    url = create_database(postgres_server_url, "catalog_test")
+    yield url
+    drop_database(postgres_server_url, url)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str) -> Settings:
+    return replace(Settings(), database_url=database_url, db_pool_min=2, db_pool_max=TEST_POOL_MAX)
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings):
+    return create_app(settings=settings)
+
+
+@pytest.fixture(scope="session")
+def client(app) -> Iterator[ReusableClient]:
+    with ReusableClient(app, host="127.0.0.1", port=free_port()) as reusable:
+        yield reusable
+
+
+class Database:
+    """Direct SQL on the test database, on the client's event loop (never through the service)."""
+
+    def __init__(self, client: ReusableClient, url: str) -> None:
+        self.client = client
+        self.connection: asyncpg.Connection = client._run(asyncpg.connect(**connection_kwargs(url)))
+
+    def run(self, coroutine: Any) -> Any:
+        return self.client._run(coroutine)
+
+    def execute(self, sql: str, *args: Any) -> str:
+        return self.run(self.connection.execute(sql, *args))
+
+    def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        return self.run(self.connection.fetch(sql, *args))
+
+    def fetchval(self, sql: str, *args: Any) -> Any:
+        return self.run(self.connection.fetchval(sql, *args))
+
+    def truncate(self) -> None:
+        self.execute("TRUNCATE reviews, inventory, products, categories RESTART IDENTITY CASCADE")
+
+    def category(self, name: str = "Kitchen", description: str | None = None, parent_id: int | None = None) -> int:
+        return self.fetchval(
+            "INSERT INTO categories (name, description, parent_id) VALUES ($1, $2, $3) RETURNING id",
+            name, description, parent_id,
+        )
+
+    def product(
+        self,
+        name: str = "Kettle",
+        price: float = 10.0,
+        category_id: int | None = None,
+        is_active: bool = True,
+        description: str | None = None,
+        created_at: datetime | None = None,
+    ) -> int:
+        return self.fetchval(
+            "INSERT INTO products (name, description, price, category_id, is_active, created_at, updated_at)"
+            " VALUES ($1, $2, $3, $4, $5, COALESCE($6, now() AT TIME ZONE 'utc'), now() AT TIME ZONE 'utc')"
+            " RETURNING id",
+            name, description, price, category_id, is_active, created_at,
+        )
+
+    def review(self, product_id: int, rating: int, user_id: int = 1, comment: str | None = None) -> int:
+        return self.fetchval(
+            "INSERT INTO reviews (product_id, user_id, rating, comment) VALUES ($1, $2, $3, $4) RETURNING id",
+            product_id, user_id, rating, comment,
+        )
+
+    def inventory(self, product_id: int, quantity: int, reserved: int = 0) -> int:
+        return self.fetchval(
+            "INSERT INTO inventory (product_id, quantity, reserved) VALUES ($1, $2, $3) RETURNING id",
+            product_id, quantity, reserved,
+        )
+
+    def close(self) -> None:
+        self.run(self.connection.close())
+
+
+@pytest.fixture
+def db(client: ReusableClient, database_url: str) -> Iterator[Database]:
+    """An empty catalog for each test."""
+    database = Database(client, database_url)
+    database.truncate()
+    yield database
+    database.close()
+
+
+class StatementCapture(logging.Handler):
+    """Every SQL statement Tortoise sends, with its parameters, while installed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.statements: list[tuple[str, list[Any]]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg == STATEMENT_FORMAT:
+            self.statements.append(record.args)
+
+
+@pytest.fixture
+def captured_sql() -> Iterator[StatementCapture]:
+    capture = StatementCapture()
+    logger = logging.getLogger(STATEMENT_LOGGER)
+    logger.addHandler(capture)
+    yield capture
+    logger.removeHandler(capture)
