@@ -97,15 +97,15 @@ async def products_by_ids(ids: Iterable[int]) -> list[Product]:
 
 
 async def _all_in_chunks(queryset: QuerySet[Product]) -> list[Product]:
-    """Every product of ``queryset`` by id, loaded CHUNK_SIZE at a time by keyset."""
+    """Every product of ``queryset`` by id, CHUNK_SIZE at a time by keyset (two statements a chunk)."""
     products: list[Product] = []
     last_id = 0
     while True:
-        chunk = await _with_relations(queryset.filter(id__gt=last_id).order_by("id").limit(CHUNK_SIZE))
-        products.extend(chunk)
-        if len(chunk) < CHUNK_SIZE:
+        rows = await _with_relations(queryset.filter(id__gt=last_id).order_by("id").limit(CHUNK_SIZE + 1))
+        products.extend(rows[:CHUNK_SIZE])
+        if len(rows) <= CHUNK_SIZE:
             return products
-        last_id = chunk[-1].id
+        last_id = rows[CHUNK_SIZE - 1].id
 
 
 async def category_products(category_id: int) -> list[Product]:

@@ -200,7 +200,7 @@ class _Generator:
 
             if rand() < 0.95:
                 # A small share is nearly sold out, so the low-stock listing has something to show.
-                quantity = int(rand() * 13) if rand() < 0.065 else 10 + int(rand() * 491)
+                quantity = int(rand() * 13) if rand() < 0.05 else 10 + int(rand() * 491)
                 reserved = min(quantity, 50, int(rand() * rand() * 40))
                 location = (
                     None
