@@ -74,7 +74,7 @@ COMMENTS: dict[int, tuple[str, ...]] = {
 }
 # Cumulative weights for rating 1..5: reviews skew high, as on real shops.
 RATING_CUM_WEIGHTS = tuple(accumulate((4, 6, 12, 30, 48)))
-# Reviews per product, 0..20, geometric: most products have a few, a long tail has many (mean ~4.3).
+# Reviews per product, 0..20, geometric: most products have a few, a long tail has many (mean ~4.5).
 REVIEW_COUNT_CUM_WEIGHTS = tuple(accumulate(0.83**k for k in range(21)))
 WAREHOUSE_AISLES = "ABCDEF"
 
@@ -114,7 +114,12 @@ class _ProgressBar:
         sys.stderr.write(f"\r[{bar}] {fraction:4.0%} {done}/{self.total} products  {elapsed:.1f} s")
         sys.stderr.flush()
 
-    def finish(self) -> None:
+    def __enter__(self) -> _ProgressBar:
+        self.update(0)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        # Ends the line on failure too, so a traceback does not start in the middle of the bar.
         if self.enabled:
             sys.stderr.write("\n")
             sys.stderr.flush()
@@ -251,34 +256,32 @@ async def seed(
         raise ValueError("products must be >= 0")
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
-    bar = _ProgressBar(products, progress)
     connection = await asyncpg.connect(**_connect_arguments(database_url))
     try:
-        async with connection.transaction():
-            # Blocks writes (not reads) until commit, so max(id) stays ours and no API insert takes one of our ids.
-            await connection.execute(f"LOCK TABLE {', '.join(TABLES)} IN EXCLUSIVE MODE")
-            first_ids = await _next_ids(connection)
-            generator = _Generator(seed, first_ids)
-            categories = generator.categories(first_ids["categories"])
-            await _copy(connection, "categories", CATEGORY_COLUMNS, categories)
+        with _ProgressBar(products, progress) as bar:
+            async with connection.transaction():
+                # Blocks writes (not reads) until commit, so max(id) stays ours and no API insert takes one of our ids.
+                await connection.execute(f"LOCK TABLE {', '.join(TABLES)} IN EXCLUSIVE MODE")
+                first_ids = await _next_ids(connection)
+                generator = _Generator(seed, first_ids)
+                categories = generator.categories(first_ids["categories"])
+                await _copy(connection, "categories", CATEGORY_COLUMNS, categories)
 
-            bar.update(0)
-            done = reviews = inventory = 0
-            async for batch in _batches(generator, first_ids["products"], products, batch_size):
-                await _copy(connection, "products", PRODUCT_COLUMNS, batch.products)
-                await _copy(connection, "reviews", REVIEW_COLUMNS, batch.reviews)
-                await _copy(connection, "inventory", INVENTORY_COLUMNS, batch.inventory)
-                done += len(batch.products)
-                reviews += len(batch.reviews)
-                inventory += len(batch.inventory)
-                bar.update(done)
+                done = reviews = inventory = 0
+                async for batch in _batches(generator, first_ids["products"], products, batch_size):
+                    await _copy(connection, "products", PRODUCT_COLUMNS, batch.products)
+                    await _copy(connection, "reviews", REVIEW_COLUMNS, batch.reviews)
+                    await _copy(connection, "inventory", INVENTORY_COLUMNS, batch.inventory)
+                    done += len(batch.products)
+                    reviews += len(batch.reviews)
+                    inventory += len(batch.inventory)
+                    bar.update(done)
 
-            for table in TABLES:
-                await connection.execute(
-                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), coalesce(max(id), 0) + 1, false)"
-                    f" FROM {table}"
-                )
-        bar.finish()
+                for table in TABLES:
+                    await connection.execute(
+                        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), coalesce(max(id), 0) + 1, false)"
+                        f" FROM {table}"
+                    )
         # Fresh statistics for the planner and a set visibility map for index-only scans; not allowed in a transaction.
         await connection.execute(f"VACUUM (ANALYZE) {', '.join(TABLES)}")
     finally:

@@ -24,8 +24,8 @@ async def list_categories(request: Request) -> HTTPResponse:
     tag="categories",
     parameter=openapi.definitions.Parameter("category_id", int, "path", required=True),
     response=[
-        openapi.definitions.Response({"application/json": list[schemas.Product]}, status=200),
-        openapi.definitions.Response({"application/json": schemas.ValidationErrorBody}, status=422),
+        openapi.definitions.Response({"application/json": list[schemas.Product]}, status="200"),
+        openapi.definitions.Response({"application/json": schemas.ValidationErrorBody}, status="422"),
     ],
 )
 async def category_products(request: Request, category_id: str) -> HTTPResponse:

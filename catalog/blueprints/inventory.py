@@ -17,8 +17,8 @@ bp = Blueprint("inventory", url_prefix="/inventory")
     tag="inventory",
     parameter=openapi.definitions.Parameter("threshold", int, "query", description="int >= 1, default 10"),
     response=[
-        openapi.definitions.Response({"application/json": list[schemas.Product]}, status=200),
-        openapi.definitions.Response({"application/json": schemas.ValidationErrorBody}, status=422),
+        openapi.definitions.Response({"application/json": list[schemas.Product]}, status="200"),
+        openapi.definitions.Response({"application/json": schemas.ValidationErrorBody}, status="422"),
     ],
 )
 async def low_stock(request: Request) -> HTTPResponse:

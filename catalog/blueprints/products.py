@@ -27,8 +27,8 @@ PRODUCT_NOT_FOUND = "Product not found"
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 
-UNPROCESSABLE = Response({"application/json": schemas.ValidationErrorBody}, status=422)
-NOT_FOUND = Response({"application/json": schemas.ErrorBody}, status=404)
+UNPROCESSABLE = Response({"application/json": schemas.ValidationErrorBody}, status="422")
+NOT_FOUND = Response({"application/json": schemas.ErrorBody}, status="404")
 PRODUCT_ID = Parameter("product_id", int, "path", required=True)
 
 
@@ -51,7 +51,7 @@ def _next_link(request: Request, filters: ProductFilter, page_size: int, next_cu
         Parameter("cursor", str, "query", description="X-Next-Cursor of the previous page; wins over page"),
         Parameter("page", int, "query", description=">= 1, default 1"),
     ],
-    response=[Response({"application/json": schemas.ProductList}, status=200), UNPROCESSABLE],
+    response=[Response({"application/json": schemas.ProductList}, status="200"), UNPROCESSABLE],
 )
 async def list_products(request: Request) -> HTTPResponse:
     query = QueryReader(request.args)
@@ -85,7 +85,7 @@ async def list_products(request: Request) -> HTTPResponse:
     summary="Products by id, in the order given; absent ids left out",
     tag="products",
     parameter=Parameter("ids", str, "query", required=True, description="1..100 comma-separated ids"),
-    response=[Response({"application/json": list[schemas.Product]}, status=200), UNPROCESSABLE],
+    response=[Response({"application/json": list[schemas.Product]}, status="200"), UNPROCESSABLE],
 )
 async def batch(request: Request) -> HTTPResponse:
     query = QueryReader(request.args)
@@ -99,7 +99,7 @@ async def batch(request: Request) -> HTTPResponse:
     summary="One product, active or not",
     tag="products",
     parameter=PRODUCT_ID,
-    response=[Response({"application/json": schemas.Product}, status=200), NOT_FOUND, UNPROCESSABLE],
+    response=[Response({"application/json": schemas.Product}, status="200"), NOT_FOUND, UNPROCESSABLE],
 )
 async def get_product(request: Request, product_id: str) -> HTTPResponse:
     product = await queries.get_product(path_int("product_id", product_id))
@@ -120,7 +120,7 @@ def _json_body(request: Request) -> object:
     summary="Create a product",
     tag="products",
     body=RequestBody({"application/json": schemas.ProductCreate}, required=True),
-    response=[Response({"application/json": schemas.Product}, status=201), UNPROCESSABLE],
+    response=[Response({"application/json": schemas.Product}, status="201"), UNPROCESSABLE],
 )
 async def create_product(request: Request) -> HTTPResponse:
     fields = product_fields(_json_body(request), partial=False)
@@ -139,7 +139,7 @@ async def create_product(request: Request) -> HTTPResponse:
     tag="products",
     parameter=PRODUCT_ID,
     body=RequestBody({"application/json": schemas.ProductUpdate}, required=True),
-    response=[Response({"application/json": schemas.Product}, status=200), NOT_FOUND, UNPROCESSABLE],
+    response=[Response({"application/json": schemas.Product}, status="200"), NOT_FOUND, UNPROCESSABLE],
 )
 async def update_product(request: Request, product_id: str) -> HTTPResponse:
     identifier = path_int("product_id", product_id)
@@ -158,7 +158,7 @@ async def update_product(request: Request, product_id: str) -> HTTPResponse:
     summary="Delete a product with its reviews and inventory",
     tag="products",
     parameter=PRODUCT_ID,
-    response=[Response(None, status=204), NOT_FOUND, UNPROCESSABLE],
+    response=[Response(None, status="204"), NOT_FOUND, UNPROCESSABLE],
 )
 async def delete_product(request: Request, product_id: str) -> HTTPResponse:
     if not await queries.delete_product(path_int("product_id", product_id)):

@@ -1,0 +1,138 @@
+"""HTTP behaviour: ETag and 304, gzip, JSON errors, OpenAPI, CORS, health."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from catalog.http import accepts_gzip, if_none_match_hits
+from tests.conftest import Database
+
+PLAIN = {"accept-encoding": "identity"}
+
+
+@pytest.fixture
+def big_catalog(db: Database) -> Database:
+    kitchen = db.category("Kitchen", "Pots, pans and everything else a kitchen needs")
+    for i in range(20):
+        product = db.product(f"Stainless kettle {i}", 20.0 + i, kitchen, description="A kettle that boils water " * 3)
+        db.review(product, 4, comment="Boils water quickly and quietly")
+        db.inventory(product, 30)
+    return db
+
+
+def test_get_carries_a_strong_etag_and_304_on_match(client, big_catalog: Database) -> None:
+    _, first = client.get("/products", headers=PLAIN)
+    etag = first.headers["etag"]
+    assert etag.startswith('"') and etag.endswith('"') and not etag.startswith("W/")
+    assert first.headers["cache-control"] == "no-cache"
+    for header in (etag, f'"other", {etag}', f"W/{etag}", "*"):
+        _, response = client.get("/products", headers={**PLAIN, "if-none-match": header})
+        assert response.status == 304
+        assert response.body == b""
+        assert response.headers["etag"] == etag
+        assert response.headers["vary"] == first.headers["vary"]
+        assert response.headers["cache-control"] == "no-cache"
+    _, response = client.get("/products", headers={**PLAIN, "if-none-match": '"stale"'})
+    assert response.status == 200 and response.body == first.body
+
+
+def test_etag_changes_with_the_data(client, big_catalog: Database) -> None:
+    _, before = client.get("/products/1", headers=PLAIN)
+    big_catalog.execute("UPDATE products SET price = 99 WHERE id = 1")
+    _, after = client.get("/products/1", headers={**PLAIN, "if-none-match": before.headers["etag"]})
+    assert after.status == 200 and after.json["price"] == 99
+    assert after.headers["etag"] != before.headers["etag"]
+
+
+def test_every_successful_get_has_an_etag(client, big_catalog: Database) -> None:
+    for url in ("/products", "/products/1", "/products/batch?ids=1,2", "/categories", "/categories/1/products",
+                "/inventory/low-stock?threshold=100", "/health"):
+        _, response = client.get(url)
+        assert response.status == 200 and response.headers.get("etag"), url
+
+
+def test_large_bodies_are_gzipped_for_clients_that_accept_it(client, big_catalog: Database) -> None:
+    _, plain = client.get("/products", headers=PLAIN)
+    assert "content-encoding" not in plain.headers
+    assert len(plain.body) > 1024
+    _, zipped = client.get("/products", headers={"accept-encoding": "gzip"})
+    assert zipped.headers["content-encoding"] == "gzip"
+    assert "Accept-Encoding" in zipped.headers["vary"]
+    # httpx has gunzipped the body (the round trip); the wire size is the Content-Length sent.
+    assert zipped.body == plain.body
+    assert int(zipped.headers["content-length"]) <= 0.3 * len(plain.body)
+    assert zipped.headers["etag"] != plain.headers["etag"]
+    _, response = client.get("/products", headers={"accept-encoding": "gzip", "if-none-match": zipped.headers["etag"]})
+    assert response.status == 304 and "content-encoding" not in response.headers
+
+
+def test_small_bodies_and_refusing_clients_get_plain_json(client, big_catalog: Database) -> None:
+    _, response = client.get("/categories", headers={"accept-encoding": "gzip"})
+    assert len(response.body) <= 1024 and "content-encoding" not in response.headers
+    _, response = client.get("/products", headers={"accept-encoding": "gzip;q=0, identity"})
+    assert "content-encoding" not in response.headers
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [(None, False), ("", False), ("gzip", True), ("GZIP", True), ("deflate, gzip;q=0.5", True),
+     ("gzip;q=0", False), ("gzip; q=0.0", False), ("*", True), ("*;q=0", False), ("br", False),
+     ("*, gzip;q=0", False), ("identity, *;q=0.1", True), ("gzip;q=abc", False)],
+)
+def test_accept_encoding_parsing(header: str | None, expected: bool) -> None:
+    assert accepts_gzip(header) is expected
+
+
+def test_if_none_match_parsing() -> None:
+    assert if_none_match_hits('W/"a", "b"', '"a"')
+    assert not if_none_match_hits('"ab"', '"a"')
+    assert not if_none_match_hits(None, '"a"')
+
+
+def test_errors_are_json(client, db: Database) -> None:
+    _, response = client.get("/no/such/route")
+    assert response.status == 404 and "detail" in response.json
+    _, response = client.patch("/products/1")
+    assert response.status == 405 and "detail" in response.json
+    assert response.headers["content-type"].startswith("application/json")
+
+
+def test_body_over_the_limit_is_413(client, app, db: Database) -> None:
+    body = orjson.dumps({"name": "x", "price": 1, "description": "a" * (app.config.REQUEST_MAX_SIZE + 1)})
+    _, response = client.post("/products", content=body)
+    assert response.status == 413 and "detail" in response.json
+    assert db.fetchval("SELECT count(*) FROM products") == 0
+
+
+def test_health(client) -> None:
+    _, response = client.get("/health")
+    assert response.status == 200 and response.json == {"status": "healthy"}
+
+
+def test_timing_header_and_log(client, db: Database, caplog) -> None:
+    with caplog.at_level("INFO", logger="catalog.access"):
+        _, response = client.get("/categories")
+    assert response.headers["server-timing"].startswith("total;dur=")
+    line = next(record.getMessage() for record in caplog.records if record.name == "catalog.access")
+    assert line.startswith("GET /categories 200 ") and "sql=1" in line
+
+
+def test_openapi_document_lists_every_endpoint(client) -> None:
+    _, response = client.get("/docs/openapi.json")
+    assert response.status == 200
+    paths = response.json["paths"]
+    assert {"/products", "/products/batch", "/products/{product_id}", "/categories",
+            "/categories/{category_id}/products", "/inventory/low-stock", "/health"} <= set(paths)
+    assert set(paths["/products/{product_id}"]) >= {"get", "put", "delete"}
+    assert "Product" in response.json["components"]["schemas"]
+
+
+def test_cors_answers_configured_origins_only(client, settings) -> None:
+    origin = settings.cors_origins[0]
+    _, response = client.options(
+        "/products", headers={"origin": origin, "access-control-request-method": "GET"}
+    )
+    assert response.headers.get("access-control-allow-origin") == origin
+    _, response = client.get("/health", headers={"origin": "https://evil.example"})
+    assert response.headers.get("access-control-allow-origin") != "https://evil.example"
