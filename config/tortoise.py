@@ -19,6 +19,7 @@ def tortoise_config(database_url: str, settings: Settings | None = None) -> dict
         max_inactive_connection_lifetime=settings.db_idle_lifetime,
         command_timeout=settings.db_command_timeout,
         acquire_timeout=settings.db_acquire_timeout,
+        server_settings={"random_page_cost": str(settings.db_random_page_cost)},
     )
     return {
         "connections": {"default": {"engine": "catalog.db_engine", "credentials": credentials}},
