@@ -64,14 +64,13 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
         logger.info("empty embedded database: loading a demo catalog of %d products", DEMO_PRODUCTS)
         asyncio.run(seed(database_url, DEMO_PRODUCTS, progress=False))
     os.environ["DATABASE_URL"] = database_url
-    command = [
-        "sanic", "catalog.app:create_app", "--factory",
-        "--host", args.host or settings.host,
-        "--port", str(args.port or settings.port),
-        "--workers", str(args.workers or settings.workers),
-    ]
-    logger.info("serving on http://%s:%s", command[4], command[6])
-    os.execvp(command[0], command)
+    host, port = args.host or settings.host, args.port or settings.port
+    workers = args.workers or settings.workers
+    logger.info("serving on http://%s:%s with %d workers", host, port, workers)
+    os.execv(sys.executable, [
+        sys.executable, "-m", "sanic", "catalog.app:create_app", "--factory",
+        "--host", host, "--port", str(port), "--workers", str(workers),
+    ])
 
 
 def migrate(args: argparse.Namespace, settings: Settings) -> None:

@@ -55,7 +55,8 @@ def migrate(url: str) -> None:
     )
 
 
-def create_database(base_url: str, prefix: str) -> str:
+def create_empty_database(base_url: str, prefix: str) -> str:
+    """A new database with a unique name on ``base_url``'s server; its URL."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
 
     async def create() -> None:
@@ -66,7 +67,12 @@ def create_database(base_url: str, prefix: str) -> str:
             await connection.close()
 
     asyncio.run(create())
-    url = with_database(base_url, name)
+    return with_database(base_url, name)
+
+
+def create_database(base_url: str, prefix: str) -> str:
+    """A new database with the committed migrations applied, as production gets them."""
+    url = create_empty_database(base_url, prefix)
     migrate(url)
     return url
 

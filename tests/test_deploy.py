@@ -1,0 +1,90 @@
+"""The promises of the README and the Procfile, run as a newcomer or Heroku would run them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from config.settings import PROJECT_ROOT
+from tests.conftest import create_empty_database, drop_database, free_port
+
+START_TIMEOUT_S = 90
+
+
+def wait_until_serving(process: subprocess.Popen, port: int) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"server exited with {process.returncode}"
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.3)
+    raise AssertionError(f"nothing served on port {port} within {START_TIMEOUT_S} s")
+
+
+def stop(process: subprocess.Popen) -> int:
+    process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=30)
+
+
+def procfile() -> dict[str, str]:
+    lines = (PROJECT_ROOT / "Procfile").read_text().splitlines()
+    return dict(line.split(": ", 1) for line in lines if line.strip())
+
+
+@pytest.fixture
+def embedded_dir(tmp_path: Path) -> Iterator[Path]:
+    data_dir = tmp_path / "pgdata"
+    yield data_dir
+    import pgserver
+
+    pgserver.get_server(data_dir, cleanup_mode="delete").cleanup()
+
+
+def test_run_command_serves_a_demo_catalog_on_the_embedded_default(embedded_dir: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "TEST_DATABASE_URL")}
+    env.update(EMBEDDED_PG_DIR=str(embedded_dir), PORT=str(port), WEB_CONCURRENCY="2")
+    process = subprocess.Popen([str(Path(sys.executable).parent / "catalog"), "run"], cwd=PROJECT_ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until_serving(process, port)
+        listing = httpx.get(f"http://127.0.0.1:{port}/products").json()
+        assert listing["total"] > 1000 and len(listing["items"]) == 20
+        assert httpx.get(f"http://127.0.0.1:{port}/categories").json()
+    finally:
+        assert stop(process) == 0
+
+
+def test_procfile_release_then_web_on_a_fresh_database(postgres_server_url: str) -> None:
+    url = create_empty_database(postgres_server_url, "catalog_release")
+    port = free_port()
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "DATABASE_URL": url, "PORT": str(port), "WEB_CONCURRENCY": "2",
+           "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    lines = procfile()
+    try:
+        release = subprocess.run(["bash", "-c", lines["release"]], cwd=PROJECT_ROOT, env=env, capture_output=True,
+                                 text=True, timeout=120)
+        assert release.returncode == 0, release.stderr
+        web = subprocess.Popen(["bash", "-c", f"exec {lines['web']}"], cwd=PROJECT_ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_until_serving(web, port)
+            created = httpx.post(f"http://127.0.0.1:{port}/products", json={"name": "First", "price": 1.5})
+            assert created.status_code == 201
+            fetched = httpx.get(f"http://127.0.0.1:{port}/products/{created.json()['id']}")
+            assert fetched.json()["name"] == "First"
+        finally:
+            assert stop(web) == 0
+    finally:
+        drop_database(postgres_server_url, url)
