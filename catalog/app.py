@@ -21,10 +21,14 @@ from config.settings import Settings, masked_url
 
 
 def configure_logging() -> None:
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
-    )
+    """The service's own loggers (catalog.*); Sanic configures and prints its own."""
+    logger = logging.getLogger("catalog")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
 
 
 def create_app(*, settings: Settings | None = None) -> Sanic:

@@ -19,21 +19,33 @@ from tests.conftest import create_empty_database, drop_database, free_port
 START_TIMEOUT_S = 90
 
 
-def wait_until_serving(process: subprocess.Popen, port: int) -> None:
+def wait_until_serving(process: subprocess.Popen, port: int, log: Path, workers: int = 2) -> None:
+    """Until /health answers and every worker has acknowledged its start-up.
+
+    A SIGTERM that reaches Sanic 25.12's manager before all workers acked leaves it spinning for ever
+    in WorkerManager.wait_for_ack, so the tests stop a server only once it is fully up.
+    """
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
-        assert process.poll() is None, f"server exited with {process.returncode}"
+        assert process.poll() is None, f"server exited with {process.returncode}: {log.read_text()[-2000:]}"
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return
+            healthy = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
         except httpx.TransportError:
-            time.sleep(0.3)
-    raise AssertionError(f"nothing served on port {port} within {START_TIMEOUT_S} s")
+            healthy = False
+        if healthy and log.read_text().count("Worker ready") >= workers:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"nothing served on port {port} within {START_TIMEOUT_S} s: {log.read_text()[-2000:]}")
 
 
 def stop(process: subprocess.Popen) -> int:
     process.send_signal(signal.SIGTERM)
-    return process.wait(timeout=30)
+    try:
+        return process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise AssertionError("the server did not stop within 30 s of SIGTERM") from None
 
 
 def procfile() -> dict[str, str]:
@@ -50,14 +62,16 @@ def embedded_dir(tmp_path: Path) -> Iterator[Path]:
     pgserver.get_server(data_dir, cleanup_mode="delete").cleanup()
 
 
-def test_run_command_serves_a_demo_catalog_on_the_embedded_default(embedded_dir: Path) -> None:
+def test_run_command_serves_a_demo_catalog_on_the_embedded_default(embedded_dir: Path, tmp_path: Path) -> None:
     port = free_port()
+    log = tmp_path / "server.log"
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "TEST_DATABASE_URL")}
     env.update(EMBEDDED_PG_DIR=str(embedded_dir), PORT=str(port), WEB_CONCURRENCY="2")
-    process = subprocess.Popen([str(Path(sys.executable).parent / "catalog"), "run"], cwd=PROJECT_ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with log.open("w") as output:
+        process = subprocess.Popen([str(Path(sys.executable).parent / "catalog"), "run"], cwd=PROJECT_ROOT,
+                                   env=env, stdout=output, stderr=subprocess.STDOUT)
     try:
-        wait_until_serving(process, port)
+        wait_until_serving(process, port, log)
         listing = httpx.get(f"http://127.0.0.1:{port}/products").json()
         assert listing["total"] > 1000 and len(listing["items"]) == 20
         assert httpx.get(f"http://127.0.0.1:{port}/categories").json()
@@ -65,8 +79,9 @@ def test_run_command_serves_a_demo_catalog_on_the_embedded_default(embedded_dir:
         assert stop(process) == 0
 
 
-def test_procfile_release_then_web_on_a_fresh_database(postgres_server_url: str) -> None:
+def test_procfile_release_then_web_on_a_fresh_database(postgres_server_url: str, tmp_path: Path) -> None:
     url = create_empty_database(postgres_server_url, "catalog_release")
+    log = tmp_path / "web.log"
     port = free_port()
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "DATABASE_URL": url, "PORT": str(port), "WEB_CONCURRENCY": "2",
@@ -76,10 +91,11 @@ def test_procfile_release_then_web_on_a_fresh_database(postgres_server_url: str)
         release = subprocess.run(["bash", "-c", lines["release"]], cwd=PROJECT_ROOT, env=env, capture_output=True,
                                  text=True, timeout=120)
         assert release.returncode == 0, release.stderr
-        web = subprocess.Popen(["bash", "-c", f"exec {lines['web']}"], cwd=PROJECT_ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with log.open("w") as output:
+            web = subprocess.Popen(["bash", "-c", f"exec {lines['web']}"], cwd=PROJECT_ROOT, env=env,
+                                   stdout=output, stderr=subprocess.STDOUT)
         try:
-            wait_until_serving(web, port)
+            wait_until_serving(web, port, log)
             created = httpx.post(f"http://127.0.0.1:{port}/products", json={"name": "First", "price": 1.5})
             assert created.status_code == 201
             fetched = httpx.get(f"http://127.0.0.1:{port}/products/{created.json()['id']}")
