@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import asyncpg
 from tortoise import Tortoise
 
+from catalog.errors import database_unavailable
 from config.settings import Settings, database_credentials, masked_url
 from config.tortoise import tortoise_config
 
@@ -51,8 +52,19 @@ def install_statement_counter() -> None:
 
 
 async def open_database(database_url: str, settings: Settings) -> None:
+    """Register the models and open this worker's pool.
+
+    A PostgreSQL that is down at start-up does not stop the worker: requests answer 503 and the pool is
+    opened by the first request after PostgreSQL is back (Tortoise creates it lazily).
+    """
     install_statement_counter()
     await Tortoise.init(config=tortoise_config(database_url, settings), _enable_global_fallback=True)
+    try:
+        await Tortoise.get_connection("default").create_connection(with_db=True)
+    except Exception as error:
+        if not database_unavailable(error):
+            raise
+        logger.warning("PostgreSQL at %s is unreachable at start-up: %s", masked_url(database_url), error)
 
 
 async def close_database() -> None:

@@ -37,6 +37,7 @@ class Settings:
     db_pool_max: int = field(default_factory=lambda: _int("DB_POOL_MAX", 50))
     db_acquire_timeout: float = field(default_factory=lambda: _float("DB_ACQUIRE_TIMEOUT", 30.0))
     db_idle_lifetime: float = field(default_factory=lambda: _float("DB_IDLE_LIFETIME", 300.0))
+    db_connect_timeout: float = field(default_factory=lambda: _float("DB_CONNECT_TIMEOUT", 5.0))
     db_command_timeout: float = field(default_factory=lambda: _float("DB_COMMAND_TIMEOUT", 30.0))
     # The catalog's working set lives in RAM or on SSD, where a random page costs about what a sequential one
     # does; PostgreSQL's default of 4 (spinning disks) makes it hash-join whole tables instead of probing indexes.

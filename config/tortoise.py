@@ -17,6 +17,7 @@ def tortoise_config(database_url: str, settings: Settings | None = None) -> dict
         minsize=settings.db_pool_min,
         maxsize=settings.db_pool_max,
         max_inactive_connection_lifetime=settings.db_idle_lifetime,
+        timeout=settings.db_connect_timeout,
         command_timeout=settings.db_command_timeout,
         acquire_timeout=settings.db_acquire_timeout,
         server_settings={"random_page_cost": str(settings.db_random_page_cost)},

@@ -104,3 +104,24 @@ def test_procfile_release_then_web_on_a_fresh_database(postgres_server_url: str,
             assert stop(web) == 0
     finally:
         drop_database(postgres_server_url, url)
+
+
+def test_unreachable_database_is_a_503_not_a_crash(tmp_path: Path) -> None:
+    port, dead_port = free_port(), free_port()
+    log = tmp_path / "web.log"
+    env = {**os.environ, "DATABASE_URL": f"postgres://postgres@127.0.0.1:{dead_port}/catalog"}
+    with log.open("w") as output:
+        web = subprocess.Popen(
+            [sys.executable, "-m", "sanic", "catalog.app:create_app", "--factory", "--port", str(port),
+             "--workers", "2"], cwd=PROJECT_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until_serving(web, port, log)
+        for path in ("/products", "/products/1", "/categories"):
+            response = httpx.get(f"http://127.0.0.1:{port}{path}")
+            assert response.status_code == 503
+            assert response.json() == {"detail": "Database unavailable, try again shortly"}
+            assert int(response.headers["retry-after"]) > 0
+        assert "Traceback" not in log.read_text()
+    finally:
+        assert stop(web) == 0
