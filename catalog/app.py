@@ -44,6 +44,8 @@ def create_app(*, settings: Settings | None = None) -> Sanic:
         ACCESS_LOG=False,  # catalog.http logs each request once, with its timing and SQL count
         FALLBACK_ERROR_FORMAT="json",
         CORS_ORIGINS=",".join(settings.cors_origins),
+        # Browsers hide response headers from scripts unless exposed; the frontend pages with these.
+        CORS_EXPOSE_HEADERS="X-Next-Cursor,Link,ETag,Server-Timing",
         OAS_UI_DEFAULT="swagger",
     )
     app.ctx.settings = settings

@@ -134,5 +134,21 @@ def test_cors_answers_configured_origins_only(client, settings) -> None:
         "/products", headers={"origin": origin, "access-control-request-method": "GET"}
     )
     assert response.headers.get("access-control-allow-origin") == origin
+    _, response = client.get("/products", headers={"origin": origin})
+    exposed = {name.strip().lower() for name in response.headers["access-control-expose-headers"].split(",")}
+    assert {"x-next-cursor", "link", "etag"} <= exposed
     _, response = client.get("/health", headers={"origin": "https://evil.example"})
     assert response.headers.get("access-control-allow-origin") != "https://evil.example"
+
+
+def test_start_up_warns_when_workers_times_pool_exceeds_max_connections(settings, caplog) -> None:
+    import asyncio
+    from dataclasses import replace
+
+    from catalog.db import warn_if_pool_exceeds_server
+
+    with caplog.at_level("WARNING", logger="catalog.db"):
+        asyncio.run(warn_if_pool_exceeds_server(settings.database_url, replace(settings, workers=2, db_pool_max=10)))
+        assert not caplog.records
+        asyncio.run(warn_if_pool_exceeds_server(settings.database_url, replace(settings, workers=8, db_pool_max=50)))
+    assert "exceeds PostgreSQL max_connections" in caplog.records[0].getMessage()
