@@ -103,7 +103,7 @@ def test_hot_queries_use_indexes_only(big_database_url: str) -> None:
         statements = asyncio.run(explain_statements(big_database_url, call))
         assert statements, name
         for sql, nodes in statements:
-            report.append(f"{name}: {sorted({node for node, _ in nodes})}")
+            report.append(f"{name}: " + ", ".join(sorted({f"{n} on {r}" if r else n for n, r in nodes})))
             sequential = [relation for node, relation in nodes if node == "Seq Scan" and relation in BIG_TABLES]
             assert not sequential, f"{name}: sequential scan of {sequential} in {sql}"
             scans = {node for node, relation in nodes if relation in BIG_TABLES}
