@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
+from multiprocessing import Value
 
 import orjson
 from sanic import Sanic
 from sanic_ext import Extend
 
 from catalog import blueprints
+from catalog.cache import open_caches
 from catalog.db import close_database, open_database, warn_if_pool_exceeds_server
 from catalog.errors import JSONErrorHandler
 from catalog.http import setup_http
@@ -62,12 +64,22 @@ def create_app(*, settings: Settings | None = None) -> Sanic:
         logging.getLogger("catalog").info("database %s", masked_url(database_url))
         await warn_if_pool_exceeds_server(database_url, settings)
 
+    @app.main_process_start
+    async def share_cache_generation(app: Sanic) -> None:
+        app.shared_ctx.cache_generation = Value("q", 0)
+        if not settings.redis_url:
+            logging.getLogger("catalog.cache").warning("REDIS_URL is not set: each worker caches in process")
+
     @app.before_server_start
-    async def connect_database(app: Sanic) -> None:
+    async def connect(app: Sanic) -> None:
         await open_database(database_url, settings)
+        # Without the main process (an in-process test server), this worker's own generation suffices.
+        generation = getattr(app.shared_ctx, "cache_generation", None) or Value("q", 0)
+        app.ctx.caches = open_caches(settings, generation)
 
     @app.after_server_stop
-    async def disconnect_database(app: Sanic) -> None:
+    async def disconnect(app: Sanic) -> None:
+        await app.ctx.caches.close()
         await close_database()
 
     return app

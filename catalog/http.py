@@ -1,7 +1,9 @@
-"""HTTP concerns as middleware: request timing with SQL counts, ETag / 304, and gzip.
+"""HTTP concerns: representations with ETag / 304 and gzip, and request timing with SQL counts.
 
-Response middleware order matters, so it is one function doing it in a fixed order: time the
-request, then tag the representation, answer 304 if the client has it, and only then compress.
+A ``Representation`` is a finished JSON body with its entity tags and, when it is worth it, its gzip
+form. Uncached responses become one in the response middleware (compressed only for clients that take
+gzip); cached ones are stored as one, compressed once, so a cache hit does no serialisation and no
+compression work.
 """
 
 from __future__ import annotations
@@ -9,8 +11,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import struct
+from dataclasses import dataclass, field
 from time import perf_counter
 
+import orjson
 from sanic import HTTPResponse, Request, Sanic
 
 from catalog.db import start_counting
@@ -45,12 +50,6 @@ def accepts_gzip(header: str | None) -> bool:
     return chosen is not None and chosen > 0
 
 
-def entity_tag(body: bytes, gzipped: bool) -> str:
-    digest = hashlib.blake2b(body, digest_size=16).hexdigest()
-    # A gzip body is another representation of the same resource: it gets its own strong tag.
-    return f'"{digest}-gz"' if gzipped else f'"{digest}"'
-
-
 def if_none_match_hits(header: str | None, tag: str) -> bool:
     """Weak comparison, as RFC 9110 13.1.2 prescribes for If-None-Match on GET and HEAD."""
     if not header:
@@ -61,35 +60,92 @@ def if_none_match_hits(header: str | None, tag: str) -> bool:
     return any(candidate.strip().removeprefix("W/") == opaque for candidate in header.split(","))
 
 
+@dataclass(frozen=True, slots=True)
+class Representation:
+    body: bytes
+    digest: str
+    gzipped: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, body: bytes, headers: dict[str, str], gzipped: bytes | None = None) -> Representation:
+        return cls(body, hashlib.blake2b(body, digest_size=16).hexdigest(), gzipped, headers)
+
+    def etag(self, gzipped: bool) -> str:
+        # A gzip body is another representation of the same resource: it gets its own strong tag.
+        return f'"{self.digest}-gz"' if gzipped else f'"{self.digest}"'
+
+    def respond(self, request: Request, settings: Settings, extra_headers: dict[str, str] | None = None) -> HTTPResponse:
+        """200 in the encoding the client takes, or 304 when it already has this representation."""
+        compressible = len(self.body) > settings.gzip_min_bytes
+        use_gzip = compressible and accepts_gzip(request.headers.get("accept-encoding"))
+        headers = {
+            **(extra_headers or {}),
+            "ETag": self.etag(use_gzip),
+            "Vary": "Accept-Encoding",
+            "Cache-Control": "no-cache",
+        }
+        if if_none_match_hits(request.headers.get("if-none-match"), headers["ETag"]):
+            return HTTPResponse(status=304, headers=headers)
+        headers.update(self.headers)
+        if not use_gzip:
+            return HTTPResponse(self.body, status=200, headers=headers, content_type=JSON_TYPE)
+        body = self.gzipped if self.gzipped is not None else gzip.compress(self.body, settings.gzip_level)
+        headers["Content-Encoding"] = "gzip"
+        return HTTPResponse(body, status=200, headers=headers, content_type=JSON_TYPE)
+
+    def encode(self) -> bytes:
+        """Bytes for a cache: a length-prefixed JSON head (digest, headers, body length), body, gzip body."""
+        head = orjson.dumps([self.digest, self.headers, len(self.body)])
+        return b"".join((struct.pack(">I", len(head)), head, self.body, self.gzipped or b""))
+
+    @classmethod
+    def decode(cls, data: bytes) -> Representation:
+        (head_length,) = struct.unpack_from(">I", data)
+        digest, headers, body_length = orjson.loads(data[4 : 4 + head_length])
+        start = 4 + head_length
+        body, gzipped = data[start : start + body_length], data[start + body_length :]
+        return cls(body, digest, gzipped or None, headers)
+
+    @classmethod
+    def for_cache(cls, body: bytes, headers: dict[str, str], settings: Settings) -> Representation:
+        """Compressed once here, at the best level, since the cache serves it many times."""
+        gzipped = gzip.compress(body, settings.gzip_level) if len(body) > settings.gzip_min_bytes else None
+        return cls.of(body, headers, gzipped)
+
+
 def setup_http(app: Sanic, settings: Settings) -> None:
     @app.on_request(priority=100)
     async def start_timing(request: Request) -> None:
         request.ctx.started = perf_counter()
         request.ctx.sql = start_counting()
+        request.ctx.cache = "-"
 
     @app.on_response(priority=100)
     async def finish_response(request: Request, response: HTTPResponse) -> HTTPResponse | None:
-        response = conditional_and_compressed(request, response, settings)
+        response = represent(request, response, settings)
         log_timing(request, response, settings)
         return response
 
 
-def conditional_and_compressed(request: Request, response: HTTPResponse, settings: Settings) -> HTTPResponse:
-    if request.method not in ("GET", "HEAD") or response.status != 200 or not response.body:
-        return response
-    if not (response.content_type or "").startswith(JSON_TYPE):
-        return response
-    body = response.body
-    gzipped = len(body) > settings.gzip_min_bytes and accepts_gzip(request.headers.get("accept-encoding"))
-    vary = ", ".join(filter(None, ("Accept-Encoding", response.headers.get("vary"))))
-    headers = {"ETag": entity_tag(body, gzipped), "Vary": vary, "Cache-Control": "no-cache"}
-    if if_none_match_hits(request.headers.get("if-none-match"), headers["ETag"]):
-        return HTTPResponse(status=304, headers=headers)
-    response.headers.update(headers)
-    if gzipped:
-        response.body = gzip.compress(body, compresslevel=settings.gzip_level)
-        response.headers["Content-Encoding"] = "gzip"
+def represent(request: Request, response: HTTPResponse, settings: Settings) -> HTTPResponse:
+    """Tag (and maybe compress) a successful JSON GET that does not carry its ETag yet."""
+    if "etag" not in response.headers:
+        if request.method not in ("GET", "HEAD") or response.status != 200 or not response.body:
+            return response
+        if not (response.content_type or "").startswith(JSON_TYPE):
+            return response
+        passthrough = {k: v for k, v in response.headers.items() if k.lower() not in ("content-type", "content-length")}
+        response = Representation.of(response.body, {}).respond(request, settings, passthrough)
+    _vary_on_encoding(response)
     return response
+
+
+def _vary_on_encoding(response: HTTPResponse) -> None:
+    """Other middleware (CORS) may have set its own Vary; the encoding must stay in it."""
+    vary = [item.strip() for item in response.headers.get("vary", "").split(",") if item.strip()]
+    if "accept-encoding" not in (item.lower() for item in vary):
+        response.headers["Vary"] = ", ".join(["Accept-Encoding", *vary])
 
 
 def log_timing(request: Request, response: HTTPResponse, settings: Settings) -> None:
@@ -102,6 +158,7 @@ def log_timing(request: Request, response: HTTPResponse, settings: Settings) -> 
     slow = elapsed_ms > settings.slow_request_ms
     access_logger.log(
         logging.WARNING if slow else logging.INFO,
-        "%s %s %d %.1fms sql=%d%s",
-        request.method, request.path, response.status, elapsed_ms, statements, " SLOW" if slow else "",
+        "%s %s %d %.1fms sql=%d cache=%s%s",
+        request.method, request.path, response.status, elapsed_ms, statements, request.ctx.cache,
+        " SLOW" if slow else "",
     )

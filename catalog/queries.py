@@ -6,12 +6,15 @@ A product is always loaded the same way: category and inventory joined in the sa
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import asyncpg
+from tortoise import Tortoise
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F, Subquery
 from tortoise.query_utils import Prefetch
@@ -29,6 +32,14 @@ CATEGORY_FK = "products_category_id_fkey"
 
 class UnknownCategory(Exception):
     """The category_id of a write names no category."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProductState:
+    """What of a product decides which lists and counts it belongs to."""
+
+    is_active: bool
+    category_id: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +89,20 @@ async def products_page(
 async def count_products(filters: ProductFilter) -> int:
     """The exact number of products matching ``filters`` (an index-only scan)."""
     return await filters.apply(Product.all()).count()
+
+
+async def estimate_products(filters: ProductFilter) -> int:
+    """The planner's estimate of ``count_products`` (planning only: no rows are read)."""
+    plan = await filters.apply(Product.all()).explain()
+    return int(json.loads(plan[0][0])[0]["Plan"]["Plan Rows"])
+
+
+async def products_table_rows() -> float:
+    """PostgreSQL's statistics of the products table's size (-1 before its first ANALYZE)."""
+    _, rows = await Tortoise.get_connection("default").execute_query(
+        "SELECT reltuples FROM pg_class WHERE oid = 'products'::regclass"
+    )
+    return float(rows[0][0])
 
 
 async def get_product(product_id: int) -> Product | None:
@@ -141,22 +166,43 @@ async def create_product(fields: dict[str, Any]) -> Product | None:
     return await get_product(product.id)
 
 
-async def update_product(product_id: int, changes: dict[str, Any]) -> Product | None:
-    """Apply ``changes`` (possibly none) and return the product as it now is; None when absent."""
-    if changes and is_db_id(product_id):
-        try:
-            await Product.filter(id=product_id).update(**changes, updated_at=utcnow())
-        except IntegrityError as error:
-            _raise_unknown_category(error)
-    return await get_product(product_id)
+async def update_product(product_id: int, changes: dict[str, Any]) -> tuple[ProductState, Product] | None:
+    """Apply ``changes`` (possibly none): the product's state before, and the product as it now is.
 
-
-async def delete_product(product_id: int) -> bool:
-    """Delete the product with its reviews and inventory in one transaction; False when absent."""
+    None when the product does not exist.
+    """
     if not is_db_id(product_id):
-        return False
+        return None
     async with in_transaction() as connection:
+        before = await _lock_state(product_id, connection)
+        if before is None:
+            return None
+        if changes:
+            try:
+                await Product.filter(id=product_id).using_db(connection).update(**changes, updated_at=utcnow())
+            except IntegrityError as error:
+                _raise_unknown_category(error)
+    product = await get_product(product_id)
+    return None if product is None else (before, product)
+
+
+async def delete_product(product_id: int) -> ProductState | None:
+    """Delete the product with its reviews and inventory in one transaction: its state, None when absent."""
+    if not is_db_id(product_id):
+        return None
+    async with in_transaction() as connection:
+        before = await _lock_state(product_id, connection)
+        if before is None:
+            return None
         await Review.filter(product_id=product_id).using_db(connection).delete()
         await Inventory.filter(product_id=product_id).using_db(connection).delete()
-        deleted = await Product.filter(id=product_id).using_db(connection).delete()
-    return deleted > 0
+        await Product.filter(id=product_id).using_db(connection).delete()
+    return before
+
+
+async def _lock_state(product_id: int, connection: BaseDBAsyncClient) -> ProductState | None:
+    """The product's state, its row locked until the transaction ends (writers to it go one at a time)."""
+    rows = await (
+        Product.filter(id=product_id).using_db(connection).select_for_update().values("is_active", "category_id")
+    )
+    return ProductState(rows[0]["is_active"], rows[0]["category_id"]) if rows else None

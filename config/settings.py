@@ -20,6 +20,11 @@ def _float(name: str, default: float) -> float:
     return float(raw) if raw else default
 
 
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    return default if not raw else raw in ("1", "true", "yes", "on")
+
+
 def _list(name: str, default: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in os.environ.get(name, default).split(",") if item.strip())
 
@@ -49,6 +54,15 @@ class Settings:
     slow_request_ms: float = field(default_factory=lambda: _float("SLOW_REQUEST_MS", 200.0))
     gzip_min_bytes: int = field(default_factory=lambda: _int("GZIP_MIN_BYTES", 1024))
     gzip_level: int = field(default_factory=lambda: _int("GZIP_LEVEL", 6))
+    # Cached responses and counts live this long; changes made directly in the tables show within it.
+    cache_ttl: float = field(default_factory=lambda: _float("CACHE_TTL", 60.0))
+    cache_responses: bool = field(default_factory=lambda: _bool("CACHE_RESPONSES", True))
+    cache_prefix: str = field(default_factory=lambda: os.environ.get("CACHE_PREFIX", "catalog"))
+    # A dead or slow Redis costs at most this per call, and then nothing while the breaker is open.
+    redis_timeout: float = field(default_factory=lambda: _float("REDIS_TIMEOUT_MS", 50.0) / 1000)
+    redis_retry_after: float = field(default_factory=lambda: _float("REDIS_RETRY_AFTER_S", 2.0))
+    # Below this many products a missing count is computed at once; above, estimated then computed in the background.
+    exact_count_below: int = field(default_factory=lambda: _int("EXACT_COUNT_BELOW", 10_000))
     embedded_data_dir: Path = field(
         default_factory=lambda: Path(os.environ.get("EMBEDDED_PG_DIR", PROJECT_ROOT / "var" / "pgdata"))
     )

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+import redis
 from sanic_testing.reusable import ReusableClient
 
 from catalog.app import create_app
@@ -107,8 +108,24 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str) -> Settings:
-    return replace(Settings(), database_url=database_url, db_pool_min=2, db_pool_max=TEST_POOL_MAX)
+def redis_url() -> str:
+    """The machine's Redis (or TEST_REDIS_URL's); not answering fails the run."""
+    url = os.environ.get("TEST_REDIS_URL") or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    with redis.Redis.from_url(url, socket_timeout=5) as client:
+        client.ping()
+    return url
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, redis_url: str) -> Settings:
+    return replace(
+        Settings(),
+        database_url=database_url,
+        redis_url=redis_url,
+        cache_prefix=f"catalog_test_{uuid.uuid4().hex[:10]}",
+        db_pool_min=2,
+        db_pool_max=TEST_POOL_MAX,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -123,23 +140,37 @@ def client(app) -> Iterator[ReusableClient]:
 
 
 class Database:
-    """Direct SQL on the test database, on the client's event loop (never through the service)."""
+    """Direct SQL on the test database, on the client's event loop (never through the service).
 
-    def __init__(self, client: ReusableClient, url: str) -> None:
+    A direct change shows through the API once the cache TTL has passed; these helpers let it pass at
+    once (an epoch bump drops every cached entry) so that tests about data need not wait.
+    """
+
+    def __init__(self, client: ReusableClient, url: str, settings: Settings) -> None:
         self.client = client
         self.connection: asyncpg.Connection = client._run(asyncpg.connect(**connection_kwargs(url)))
+        self.redis = redis.Redis.from_url(settings.redis_url)
+        self.epoch_key = f"{settings.cache_prefix}:epoch"
 
     def run(self, coroutine: Any) -> Any:
         return self.client._run(coroutine)
 
+    def expire_cache(self) -> None:
+        self.redis.incr(self.epoch_key)
+
     def execute(self, sql: str, *args: Any) -> str:
-        return self.run(self.connection.execute(sql, *args))
+        result = self.run(self.connection.execute(sql, *args))
+        self.expire_cache()
+        return result
 
     def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         return self.run(self.connection.fetch(sql, *args))
 
     def fetchval(self, sql: str, *args: Any) -> Any:
-        return self.run(self.connection.fetchval(sql, *args))
+        """For reads and INSERT ... RETURNING alike, so it expires the cache too."""
+        result = self.run(self.connection.fetchval(sql, *args))
+        self.expire_cache()
+        return result
 
     def truncate(self) -> None:
         self.execute("TRUNCATE reviews, inventory, products, categories RESTART IDENTITY CASCADE")
@@ -180,12 +211,13 @@ class Database:
 
     def close(self) -> None:
         self.run(self.connection.close())
+        self.redis.close()
 
 
 @pytest.fixture
-def db(client: ReusableClient, database_url: str) -> Iterator[Database]:
-    """An empty catalog for each test."""
-    database = Database(client, database_url)
+def db(client: ReusableClient, database_url: str, settings: Settings) -> Iterator[Database]:
+    """An empty catalog (and an empty cache) for each test."""
+    database = Database(client, database_url, settings)
     database.truncate()
     yield database
     database.close()

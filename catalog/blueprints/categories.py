@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 from sanic import Blueprint, HTTPResponse, Request
-from sanic.response import json
 from sanic_ext import openapi
 
 from catalog import queries, schemas
+from catalog.cache import CATEGORIES, category_generation
 from catalog.serialize import category_dict, product_list
 from catalog.validation import path_int
 
@@ -15,7 +15,10 @@ bp = Blueprint("categories", url_prefix="/categories")
 @openapi.definition(summary="All categories, by id", tag="categories",
                     response={"application/json": list[schemas.Category]})
 async def list_categories(request: Request) -> HTTPResponse:
-    return json([category_dict(category) for category in await queries.categories()])
+    async def produce() -> tuple[list, dict[str, str], bool]:
+        return [category_dict(category) for category in await queries.categories()], {}, True
+
+    return await request.app.ctx.caches.responses.serve(request, "/categories", [CATEGORIES], produce)
 
 
 @bp.get("/<category_id:str>/products")
@@ -29,5 +32,10 @@ async def list_categories(request: Request) -> HTTPResponse:
     ],
 )
 async def category_products(request: Request, category_id: str) -> HTTPResponse:
-    products = await queries.category_products(path_int("category_id", category_id))
-    return json(product_list(products))
+    identifier = path_int("category_id", category_id)
+
+    async def produce() -> tuple[list, dict[str, str], bool]:
+        return product_list(await queries.category_products(identifier)), {}, True
+
+    key = f"/categories/{identifier}/products"
+    return await request.app.ctx.caches.responses.serve(request, key, [category_generation(identifier)], produce)

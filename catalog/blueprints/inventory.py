@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 from sanic import Blueprint, HTTPResponse, Request
-from sanic.response import json
 from sanic_ext import openapi
 
 from catalog import queries, schemas
+from catalog.cache import ALL_PRODUCTS
 from catalog.serialize import product_list
 from catalog.validation import QueryReader
 
@@ -25,4 +25,9 @@ async def low_stock(request: Request) -> HTTPResponse:
     query = QueryReader(request.args)
     threshold = query.int("threshold", default=10)
     query.raise_if_any()
-    return json(product_list(await queries.low_stock_products(threshold)))
+
+    async def produce() -> tuple[list, dict[str, str], bool]:
+        return product_list(await queries.low_stock_products(threshold)), {}, True
+
+    key = f"/inventory/low-stock?threshold={threshold}"
+    return await request.app.ctx.caches.responses.serve(request, key, [ALL_PRODUCTS], produce)

@@ -10,7 +10,8 @@ from sanic_ext import openapi
 from sanic_ext.extensions.openapi.definitions import Parameter, RequestBody, Response
 
 from catalog import cursor, queries, schemas
-from catalog.queries import ProductFilter
+from catalog.cache import ALL_PRODUCTS, Caches, category_generation, product_generation
+from catalog.queries import ProductFilter, ProductState
 from catalog.serialize import product_dict, product_list, product_page
 from catalog.validation import (
     QueryReader,
@@ -64,20 +65,35 @@ async def list_products(request: Request) -> HTTPResponse:
     query.raise_if_any()
 
     secret: bytes = request.app.ctx.cursor_secret
-    if cursor_text:
-        position = cursor.decode(secret, cursor_text, filters)
+    position = cursor.decode(secret, cursor_text, filters) if cursor_text else None
+    if position is not None:
         page = position.page
-        products, has_next = await queries.products_page(filters, page_size, after_id=position.after_id)
-    else:
-        products, has_next = await queries.products_page(filters, page_size, skip=(page - 1) * page_size)
-    total = await queries.count_products(filters)
+    caches: Caches = request.app.ctx.caches
 
-    headers: dict[str, str] = {}
-    if has_next:
-        next_cursor = cursor.encode(secret, cursor.Position(after_id=products[-1].id, page=page + 1), filters)
-        headers["X-Next-Cursor"] = next_cursor
-        headers["Link"] = f'<{_next_link(request, filters, page_size, next_cursor)}>; rel="next"'
-    return json(product_page(products, total=total, page=page, page_size=page_size), headers=headers)
+    async def produce() -> tuple[dict, dict[str, str], bool]:
+        if position is not None:
+            products, has_next = await queries.products_page(filters, page_size, after_id=position.after_id)
+        else:
+            products, has_next = await queries.products_page(filters, page_size, skip=(page - 1) * page_size)
+        total, exact = await caches.totals.total(filters)
+        headers: dict[str, str] = {}
+        if has_next:
+            next_position = cursor.Position(after_id=products[-1].id, page=page + 1)
+            next_cursor = cursor.encode(secret, next_position, filters)
+            headers["X-Next-Cursor"] = next_cursor
+            headers["Link"] = f'<{_next_link(request, filters, page_size, next_cursor)}>; rel="next"'
+        # A page whose total is only an estimate is not kept: the exact count is on its way.
+        return product_page(products, total=total, page=page, page_size=page_size), headers, exact
+
+    start = f"after={position.after_id}" if position is not None else "from=start"
+    key = f"/products?c={filters.category_id}&a={int(filters.is_active)}&n={page_size}&p={page}&{start}"
+    return await caches.responses.serve(request, key, [_list_generation(filters)], produce)
+
+
+def _list_generation(filters: ProductFilter) -> str:
+    if filters.category_id is None:
+        return ALL_PRODUCTS
+    return category_generation(filters.category_id)
 
 
 @bp.get("/batch")
@@ -91,7 +107,13 @@ async def batch(request: Request) -> HTTPResponse:
     query = QueryReader(request.args)
     ids = query.id_list("ids")
     query.raise_if_any()
-    return json(product_list(await queries.products_by_ids(ids)))
+
+    async def produce() -> tuple[list, dict[str, str], bool]:
+        return product_list(await queries.products_by_ids(ids)), {}, True
+
+    key = "/products/batch?ids=" + ",".join(map(str, ids))
+    dependencies = [product_generation(product_id) for product_id in dict.fromkeys(ids)]
+    return await request.app.ctx.caches.responses.serve(request, key, dependencies, produce)
 
 
 @bp.get("/<product_id:str>")
@@ -102,10 +124,16 @@ async def batch(request: Request) -> HTTPResponse:
     response=[Response({"application/json": schemas.Product}, status="200"), NOT_FOUND, UNPROCESSABLE],
 )
 async def get_product(request: Request, product_id: str) -> HTTPResponse:
-    product = await queries.get_product(path_int("product_id", product_id))
-    if product is None:
-        raise NotFound(PRODUCT_NOT_FOUND)
-    return json(product_dict(product))
+    identifier = path_int("product_id", product_id)
+
+    async def produce() -> tuple[dict, dict[str, str], bool]:
+        product = await queries.get_product(identifier)
+        if product is None:
+            raise NotFound(PRODUCT_NOT_FOUND)
+        return product_dict(product), {}, True
+
+    key = f"/products/{identifier}"
+    return await request.app.ctx.caches.responses.serve(request, key, [product_generation(identifier)], produce)
 
 
 def _json_body(request: Request) -> object:
@@ -130,6 +158,8 @@ async def create_product(request: Request) -> HTTPResponse:
         raise unknown_category_error(fields.get("category_id")) from None
     if product is None:
         raise NotFound(PRODUCT_NOT_FOUND)
+    after = ProductState(product.is_active, product.category_id)
+    await request.app.ctx.caches.product_written(product.id, None, after)
     return json(product_dict(product), status=201)
 
 
@@ -145,11 +175,15 @@ async def update_product(request: Request, product_id: str) -> HTTPResponse:
     identifier = path_int("product_id", product_id)
     changes = product_fields(_json_body(request), partial=True)
     try:
-        product = await queries.update_product(identifier, changes)
+        updated = await queries.update_product(identifier, changes)
     except queries.UnknownCategory:
         raise unknown_category_error(changes.get("category_id")) from None
-    if product is None:
+    if updated is None:
         raise NotFound(PRODUCT_NOT_FOUND)
+    before, product = updated
+    if changes:
+        after = ProductState(product.is_active, product.category_id)
+        await request.app.ctx.caches.product_written(identifier, before, after)
     return json(product_dict(product))
 
 
@@ -161,6 +195,9 @@ async def update_product(request: Request, product_id: str) -> HTTPResponse:
     response=[Response(None, status="204"), NOT_FOUND, UNPROCESSABLE],
 )
 async def delete_product(request: Request, product_id: str) -> HTTPResponse:
-    if not await queries.delete_product(path_int("product_id", product_id)):
+    identifier = path_int("product_id", product_id)
+    before = await queries.delete_product(identifier)
+    if before is None:
         raise NotFound(PRODUCT_NOT_FOUND)
+    await request.app.ctx.caches.product_written(identifier, before, None)
     return empty(status=204)

@@ -1,0 +1,509 @@
+"""Caching of finished responses and of product counts, invalidated exactly by generation numbers.
+
+Every cached response names the generations it depends on: ``all`` (bumped by any product write),
+``c<id>`` (a category's products), ``p<id>`` (one product), ``categories`` (never bumped through the API).
+The generations' current values are part of the entry's key, so a write that bumps them makes every
+entry it affects unreachable for all workers at once; the lookup reads generations and entry in one
+Redis round trip (a Lua script). A global ``epoch`` in every key drops everything, used when a write
+could not reach Redis.
+
+Counts are not invalidated but adjusted: a write that moves a product in or out of a filter adds or
+subtracts one, so price or name changes keep them, and a count is never recomputed after a write.
+A version number per count makes a background recount that raced a write discard its result.
+
+Redis failing (down, slow, flushed) only makes requests slower: every call is bounded by a short
+timeout, and a circuit breaker skips Redis for a while after a failure. Without REDIS_URL an
+in-process cache stands in, invalidated through one generation shared by all workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections import Counter
+from dataclasses import dataclass
+from multiprocessing.sharedctypes import Synchronized
+from typing import Any, Protocol
+
+import orjson
+import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from sanic import HTTPResponse, Request
+
+from catalog import queries
+from catalog.http import Representation
+from catalog.queries import ProductFilter, ProductState
+from config.settings import Settings
+
+logger = logging.getLogger("catalog.cache")
+
+# Generations outlive every entry made under them, so a generation key that expires and restarts at 0
+# can never bring back an old entry.
+GENERATION_TTL_S = 86_400
+# How long one worker may hold the right to compute a missing entry before another may.
+FILL_LOCK_MS = 2_000
+FOLLOWER_POLL_S = 0.01
+FOLLOWER_WAIT_S = 1.0
+REDIS_FAILURES = (RedisError, OSError, asyncio.TimeoutError)
+
+ALL_PRODUCTS = "all"
+CATEGORIES = "categories"
+
+
+def product_generation(product_id: int) -> str:
+    return f"p{product_id}"
+
+
+def category_generation(category_id: int) -> str:
+    return f"c{category_id}"
+
+
+def count_name(filters: ProductFilter) -> str:
+    return f"{int(filters.is_active)}:{filters.category_id if filters.category_id is not None else '*'}"
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    key: str | None  # None: caching is off or unavailable for this request
+    value: bytes | None = None
+    leader: bool = True  # whether this request computes the entry (others wait for it)
+
+
+@dataclass(frozen=True, slots=True)
+class CountRead:
+    value: int | None
+    ttl_s: float
+    version: str
+
+
+class Backend(Protocol):
+    async def lookup(self, base: str, dependencies: Sequence[str]) -> Lookup: ...
+    async def peek(self, key: str) -> bytes | None: ...
+    async def fill(self, key: str, value: bytes) -> None: ...
+    async def release(self, key: str) -> None: ...
+    async def product_written(self, generations: Iterable[str], deltas: Mapping[str, int]) -> None: ...
+    async def read_count(self, name: str) -> CountRead: ...
+    async def write_count(self, name: str, value: int, version: str) -> None: ...
+    async def forget_everything(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+# KEYS: epoch, generations...  ARGV: entry key base, lock milliseconds.
+LOOKUP = """
+local parts = {ARGV[1], redis.call('GET', KEYS[1]) or '0'}
+for i = 2, #KEYS do parts[#parts + 1] = redis.call('GET', KEYS[i]) or '0' end
+local key = table.concat(parts, '|')
+local value = redis.call('GET', key)
+if value then return {key, value, 0} end
+if redis.call('SET', key .. '|lock', '1', 'NX', 'PX', ARGV[2]) then return {key, false, 1} end
+return {key, false, 0}
+"""
+# KEYS: epoch, version of each count...  ARGV: count key prefix, names..., deltas..., version ttl.
+ADJUST_COUNTS = """
+local prefix = ARGV[1] .. (redis.call('GET', KEYS[1]) or '0') .. ':'
+local n = #KEYS - 1
+for i = 1, n do
+  local key = prefix .. ARGV[1 + i]
+  if redis.call('EXISTS', key) == 1 then redis.call('INCRBY', key, ARGV[1 + n + i]) end
+  redis.call('INCR', KEYS[1 + i])
+  redis.call('EXPIRE', KEYS[1 + i], ARGV[2 + 2 * n])
+end
+return n
+"""
+# KEYS: epoch, version.  ARGV: count key prefix, name.
+READ_COUNT = """
+local key = ARGV[1] .. (redis.call('GET', KEYS[1]) or '0') .. ':' .. ARGV[2]
+return {redis.call('GET', key), redis.call('PTTL', key), redis.call('GET', KEYS[2]) or '0'}
+"""
+# KEYS: epoch, version.  ARGV: count key prefix, name, version seen before counting, value, ttl ms.
+WRITE_COUNT = """
+if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[3] then return 0 end
+local key = ARGV[1] .. (redis.call('GET', KEYS[1]) or '0') .. ':' .. ARGV[2]
+redis.call('SET', key, ARGV[4], 'PX', ARGV[5])
+return 1
+"""
+
+
+class RedisBackend:
+    """The cache in Redis, shared by all workers; one client (and pool) per worker."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.client = client
+        self.prefix = settings.cache_prefix
+        self.ttl_ms = int(settings.cache_ttl * 1000)
+        self.epoch = f"{self.prefix}:epoch"
+        self._lookup = client.register_script(LOOKUP)
+        self._adjust = client.register_script(ADJUST_COUNTS)
+        self._read_count = client.register_script(READ_COUNT)
+        self._write_count = client.register_script(WRITE_COUNT)
+
+    def _generation(self, name: str) -> str:
+        return f"{self.prefix}:g:{name}"
+
+    def _version(self, count: str) -> str:
+        return f"{self.prefix}:nv:{count}"
+
+    async def lookup(self, base: str, dependencies: Sequence[str]) -> Lookup:
+        keys = [self.epoch, *(self._generation(name) for name in dependencies)]
+        key, value, leader = await self._lookup(keys=keys, args=[f"{self.prefix}:r:{base}", FILL_LOCK_MS])
+        return Lookup(key.decode(), value, bool(leader) or value is not None)
+
+    async def peek(self, key: str) -> bytes | None:
+        return await self.client.get(key)
+
+    async def fill(self, key: str, value: bytes) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.set(key, value, px=self.ttl_ms).delete(f"{key}|lock")
+            await pipe.execute()
+
+    async def release(self, key: str) -> None:
+        await self.client.delete(f"{key}|lock")
+
+    async def product_written(self, generations: Iterable[str], deltas: Mapping[str, int]) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for name in generations:
+                pipe.incr(self._generation(name)).expire(self._generation(name), GENERATION_TTL_S)
+            if deltas:
+                names = list(deltas)
+                await self._adjust(
+                    keys=[self.epoch, *(self._version(name) for name in names)],
+                    args=[f"{self.prefix}:n:", *names, *(deltas[name] for name in names), GENERATION_TTL_S],
+                    client=pipe,
+                )
+            await pipe.execute()
+
+    async def read_count(self, name: str) -> CountRead:
+        value, ttl_ms, version = await self._read_count(
+            keys=[self.epoch, self._version(name)], args=[f"{self.prefix}:n:", name]
+        )
+        return CountRead(None if value is None else int(value), max(ttl_ms, 0) / 1000, version.decode())
+
+    async def write_count(self, name: str, value: int, version: str) -> None:
+        await self._write_count(
+            keys=[self.epoch, self._version(name)], args=[f"{self.prefix}:n:", name, version, value, self.ttl_ms]
+        )
+
+    async def forget_everything(self) -> None:
+        await self.client.incr(self.epoch)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class MemoryBackend:
+    """In-process stand-in for Redis: entries per worker, one generation shared by all workers.
+
+    Any product write bumps the shared generation, which is part of every key, so no worker serves an
+    entry older than the last write (coarser than Redis's per-dependency generations).
+    """
+
+    def __init__(self, generation: Synchronized, settings: Settings) -> None:
+        self.generation = generation
+        self.ttl = settings.cache_ttl
+        self.entries: dict[str, tuple[float, Any]] = {}
+
+    def _get(self, key: str) -> Any:
+        found = self.entries.get(key)
+        if found is None or found[0] <= time.monotonic():
+            self.entries.pop(key, None)
+            return None
+        return found[1]
+
+    def _set(self, key: str, value: Any) -> None:
+        if len(self.entries) > 10_000:  # bounded: drop what has expired, then the oldest half
+            now = time.monotonic()
+            self.entries = {k: v for k, v in self.entries.items() if v[0] > now}
+            for key_to_drop in list(self.entries)[: len(self.entries) // 2]:
+                del self.entries[key_to_drop]
+        self.entries[key] = (time.monotonic() + self.ttl, value)
+
+    async def lookup(self, base: str, dependencies: Sequence[str]) -> Lookup:
+        key = f"{base}|{self.generation.value}"
+        return Lookup(key, self._get(key))
+
+    async def peek(self, key: str) -> bytes | None:
+        return self._get(key)
+
+    async def fill(self, key: str, value: bytes) -> None:
+        self._set(key, value)
+
+    async def release(self, key: str) -> None:
+        """Nothing to release: in process, every worker computes its own entries."""
+
+    async def product_written(self, generations: Iterable[str], deltas: Mapping[str, int]) -> None:
+        with self.generation.get_lock():
+            self.generation.value += 1
+
+    async def read_count(self, name: str) -> CountRead:
+        key = f"n:{name}|{self.generation.value}"
+        found = self.entries.get(key)
+        if found is None or found[0] <= time.monotonic():
+            return CountRead(None, 0.0, str(self.generation.value))
+        return CountRead(found[1], found[0] - time.monotonic(), str(self.generation.value))
+
+    async def write_count(self, name: str, value: int, version: str) -> None:
+        if version == str(self.generation.value):
+            self._set(f"n:{name}|{version}", value)
+
+    async def forget_everything(self) -> None:
+        self.entries.clear()
+
+    async def close(self) -> None:
+        self.entries.clear()
+
+
+class ResilientCache:
+    """A backend behind a circuit breaker: Redis trouble means misses, never errors.
+
+    After a failure Redis is skipped for ``redis_retry_after`` seconds, then tried again. A write whose
+    invalidation did not reach Redis leaves entries that may be stale, so until an epoch bump succeeds
+    this worker bypasses the cache and keeps retrying the bump in the background.
+    """
+
+    def __init__(self, backend: Backend, settings: Settings, name: str) -> None:
+        self.backend = backend
+        self.name = name
+        self.retry_after = settings.redis_retry_after
+        self.open_until = 0.0
+        self.stale_entries_possible = False
+        self._epoch_task: asyncio.Task | None = None
+
+    @property
+    def available(self) -> bool:
+        return not self.stale_entries_possible and time.monotonic() >= self.open_until
+
+    def _failed(self, error: BaseException) -> None:
+        if time.monotonic() >= self.open_until:
+            logger.warning("%s unavailable, serving without it for %.1f s: %r", self.name, self.retry_after, error)
+        self.open_until = time.monotonic() + self.retry_after
+
+    async def _call(self, call: Callable[[], Awaitable[Any]], fallback: Any) -> Any:
+        if not self.available:
+            return fallback
+        try:
+            return await call()
+        except REDIS_FAILURES as error:
+            self._failed(error)
+            return fallback
+
+    async def lookup(self, base: str, dependencies: Sequence[str]) -> Lookup:
+        return await self._call(lambda: self.backend.lookup(base, dependencies), Lookup(None))
+
+    async def peek(self, key: str) -> bytes | None:
+        return await self._call(lambda: self.backend.peek(key), None)
+
+    async def fill(self, key: str, value: bytes) -> None:
+        await self._call(lambda: self.backend.fill(key, value), None)
+
+    async def release(self, key: str) -> None:
+        await self._call(lambda: self.backend.release(key), None)
+
+    async def read_count(self, name: str) -> CountRead | None:
+        return await self._call(lambda: self.backend.read_count(name), None)
+
+    async def write_count(self, name: str, value: int, version: str) -> None:
+        await self._call(lambda: self.backend.write_count(name, value, version), None)
+
+    async def product_written(self, generations: Iterable[str], deltas: Mapping[str, int]) -> None:
+        """Invalidate before the write's response returns; if Redis cannot be told, stop trusting it."""
+        try:
+            if time.monotonic() < self.open_until:
+                raise ConnectionError("circuit open")
+            await self.backend.product_written(generations, deltas)
+        except REDIS_FAILURES as error:
+            self._failed(error)
+            self.stale_entries_possible = True
+            if self._epoch_task is None or self._epoch_task.done():
+                self._epoch_task = asyncio.create_task(self._forget_everything_when_back())
+
+    async def _forget_everything_when_back(self) -> None:
+        while True:
+            try:
+                await self.backend.forget_everything()
+            except REDIS_FAILURES:
+                await asyncio.sleep(self.retry_after / 4)
+                continue
+            self.stale_entries_possible = False
+            self.open_until = 0.0
+            logger.info("%s back: dropped the entries a write could not invalidate", self.name)
+            return
+
+    async def close(self) -> None:
+        if self._epoch_task is not None:
+            self._epoch_task.cancel()
+        await self.backend.close()
+
+
+def product_write_effects(
+    product_id: int, before: ProductState | None, after: ProductState | None
+) -> tuple[list[str], dict[str, int]]:
+    """The generations a product write makes stale, and how it moves the counts.
+
+    ``before`` is None for a creation, ``after`` None for a deletion.
+    """
+    generations = [ALL_PRODUCTS, product_generation(product_id)]
+    for state in (before, after):
+        if state is not None and state.category_id is not None:
+            generations.append(category_generation(state.category_id))
+    deltas: Counter[str] = Counter()
+    if before != after:
+        for state, sign in ((before, -1), (after, +1)):
+            if state is None:
+                continue
+            deltas[count_name(ProductFilter(state.is_active))] += sign
+            if state.category_id is not None:
+                deltas[count_name(ProductFilter(state.is_active, state.category_id))] += sign
+    return list(dict.fromkeys(generations)), {name: delta for name, delta in deltas.items() if delta}
+
+
+class ResponseCache:
+    """Read-through cache of finished GET responses, one computation per missing entry across workers."""
+
+    def __init__(self, cache: ResilientCache, settings: Settings) -> None:
+        self.cache = cache
+        self.settings = settings
+
+    async def serve(
+        self,
+        request: Request,
+        key: str,
+        dependencies: Sequence[str],
+        produce: Callable[[], Awaitable[tuple[Any, dict[str, str], bool]]],
+    ) -> HTTPResponse:
+        """The response for ``key``; ``produce`` gives (body, headers, cacheable) when it is missing."""
+        if not self.settings.cache_responses:
+            return await self._produced(request, None, produce)
+        lookup = await self.cache.lookup(f"{request.host}{key}", dependencies)
+        value = lookup.value
+        if value is None and lookup.key is not None and not lookup.leader:
+            value = await self._wait_for_leader(lookup.key)
+        if value is not None:
+            request.ctx.cache = "hit"
+            return Representation.decode(value).respond(request, self.settings)
+        request.ctx.cache = "miss" if lookup.key is not None else "off"
+        return await self._produced(request, lookup.key, produce)
+
+    async def _wait_for_leader(self, key: str) -> bytes | None:
+        deadline = time.monotonic() + FOLLOWER_WAIT_S
+        while time.monotonic() < deadline:
+            await asyncio.sleep(FOLLOWER_POLL_S)
+            value = await self.cache.peek(key)
+            if value is not None:
+                return value
+        return None
+
+    async def _produced(
+        self, request: Request, key: str | None, produce: Callable[[], Awaitable[tuple[Any, dict[str, str], bool]]]
+    ) -> HTTPResponse:
+        try:
+            body, headers, cacheable = await produce()
+        except BaseException:
+            if key is not None:  # let the next request compute it rather than wait for the lock to expire
+                await self.cache.release(key)
+            raise
+        representation = Representation.for_cache(orjson.dumps(body), headers, self.settings)
+        if key is not None and cacheable:
+            await self.cache.fill(key, representation.encode())
+        return representation.respond(request, self.settings)
+
+
+class ProductTotals:
+    """``total`` of a product list: from the count cache, else counted, else estimated (large tables).
+
+    A request never waits on a count that is cached: one close to expiry is refreshed in the background.
+    """
+
+    def __init__(self, cache: ResilientCache, settings: Settings) -> None:
+        self.cache = cache
+        self.ttl = settings.cache_ttl
+        self.exact_below = settings.exact_count_below
+        self.table_rows = -1.0
+        self.table_rows_checked = float("-inf")
+        self.tasks: dict[str, asyncio.Task] = {}
+
+    async def total(self, filters: ProductFilter) -> tuple[int, bool]:
+        """The total, and whether it is exact."""
+        name = count_name(filters)
+        read = await self.cache.read_count(name)
+        if read is not None and read.value is not None:
+            if read.ttl_s < self.ttl / 3:
+                self._in_background(name, self._recount(filters, name))
+            return read.value, True
+        self._check_table_size()
+        if self.table_rows < self.exact_below:
+            value = await queries.count_products(filters)
+            if read is not None:
+                await self.cache.write_count(name, value, read.version)
+            return value, True
+        self._in_background(name, self._recount(filters, name))
+        return await queries.estimate_products(filters), False
+
+    async def _recount(self, filters: ProductFilter, name: str) -> None:
+        read = await self.cache.read_count(name)
+        if read is None:
+            return
+        await self.cache.write_count(name, await queries.count_products(filters), read.version)
+
+    def _check_table_size(self) -> None:
+        if time.monotonic() - self.table_rows_checked > self.ttl:
+            self.table_rows_checked = time.monotonic()
+            self._in_background("table_rows", self._read_table_size())
+
+    async def _read_table_size(self) -> None:
+        self.table_rows = await queries.products_table_rows()
+
+    def _in_background(self, name: str, work: Awaitable[None]) -> None:
+        """One task per name at a time; failures are logged, never raised into a request."""
+        running = self.tasks.get(name)
+        if running is not None and not running.done():
+            work.close()  # type: ignore[attr-defined]
+            return
+        task = asyncio.create_task(work)  # type: ignore[arg-type]
+        task.add_done_callback(_log_failure)
+        self.tasks[name] = task
+
+    async def close(self) -> None:
+        for task in self.tasks.values():
+            task.cancel()
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("background count failed: %r", task.exception())
+
+
+@dataclass(slots=True)
+class Caches:
+    """What a worker keeps on ``app.ctx.caches``."""
+
+    store: ResilientCache
+    responses: ResponseCache
+    totals: ProductTotals
+
+    async def product_written(self, product_id: int, before: ProductState | None, after: ProductState | None) -> None:
+        generations, deltas = product_write_effects(product_id, before, after)
+        await self.store.product_written(generations, deltas)
+
+    async def close(self) -> None:
+        await self.totals.close()
+        await self.store.close()
+
+
+def open_caches(settings: Settings, shared_generation: Synchronized) -> Caches:
+    """Redis when REDIS_URL is set (a client per worker, bounded timeouts), else the in-process stand-in."""
+    if settings.redis_url:
+        client = redis.from_url(
+            settings.redis_url,
+            socket_timeout=settings.redis_timeout,
+            socket_connect_timeout=settings.redis_timeout,
+            # No retries: the breaker decides when to try again, so a dead Redis costs one timeout.
+            retry=Retry(NoBackoff(), 0),
+        )
+        store = ResilientCache(RedisBackend(client, settings), settings, "Redis")
+    else:
+        store = ResilientCache(MemoryBackend(shared_generation, settings), settings, "in-process cache")
+    return Caches(store, ResponseCache(store, settings), ProductTotals(store, settings))
