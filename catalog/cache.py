@@ -21,8 +21,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any, Protocol
@@ -37,6 +37,7 @@ from sanic import HTTPResponse, Request
 from catalog import queries
 from catalog.http import Representation
 from catalog.queries import ProductFilter, ProductState
+from catalog.stats import current_stats
 from config.settings import Settings
 
 logger = logging.getLogger("catalog.cache")
@@ -284,11 +285,16 @@ class ResilientCache:
     async def _call(self, call: Callable[[], Awaitable[Any]], fallback: Any) -> Any:
         if not self.available:
             return fallback
+        started = time.perf_counter()
         try:
             return await call()
         except REDIS_FAILURES as error:
             self._failed(error)
             return fallback
+        finally:
+            stats = current_stats()
+            if stats is not None:
+                stats.cache_seconds += time.perf_counter() - started
 
     async def lookup(self, base: str, dependencies: Sequence[str]) -> Lookup:
         return await self._call(lambda: self.backend.lookup(base, dependencies), Lookup(None))

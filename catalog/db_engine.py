@@ -1,15 +1,46 @@
-"""Tortoise's asyncpg engine with a bounded wait for a pooled connection.
+"""Tortoise's asyncpg engine, measured per request and with a bounded wait for a pooled connection.
 
 Tortoise acquires from the asyncpg pool without a timeout, so under pool exhaustion a request would
-wait for ever; here it waits ``acquire_timeout`` seconds and then fails (answered as 503).
+wait for ever; here it waits ``acquire_timeout`` seconds and then fails (answered as 503). Every
+statement, in or out of a transaction, is counted and timed into the running request's stats.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from time import perf_counter
 from typing import Any
 
-from tortoise.backends.asyncpg.client import AsyncpgDBClient
-from tortoise.backends.base.client import PoolConnectionWrapper
+from tortoise.backends.asyncpg.client import AsyncpgDBClient, TransactionWrapper
+from tortoise.backends.base.client import (
+    NestedTransactionContext,
+    PoolConnectionWrapper,
+    TransactionContext,
+    TransactionContextPooled,
+)
+
+from catalog.stats import current_stats
+
+
+class MeasuredQueries:
+    """Mixin over Tortoise's hook that every query method of a client goes through."""
+
+    async def _translate_exceptions(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        stats = current_stats()
+        if stats is None:
+            return await super()._translate_exceptions(func, *args, **kwargs)  # type: ignore[misc]
+        started = perf_counter()
+        try:
+            return await super()._translate_exceptions(func, *args, **kwargs)  # type: ignore[misc]
+        finally:
+            stats.db_seconds += perf_counter() - started
+            if func.__name__.startswith("execute_"):
+                stats.statements += 1
+
+
+class MeasuredTransactionWrapper(MeasuredQueries, TransactionWrapper):
+    def _in_transaction(self) -> TransactionContext:
+        return NestedTransactionContext(MeasuredTransactionWrapper(self))
 
 
 class TimedPoolConnectionWrapper(PoolConnectionWrapper):
@@ -21,13 +52,16 @@ class TimedPoolConnectionWrapper(PoolConnectionWrapper):
         return self.connection
 
 
-class CatalogAsyncpgClient(AsyncpgDBClient):
+class CatalogAsyncpgClient(MeasuredQueries, AsyncpgDBClient):
     def __init__(self, *args: Any, acquire_timeout: float | str = 30.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.acquire_timeout = float(acquire_timeout)
 
     def acquire_connection(self) -> TimedPoolConnectionWrapper:
         return TimedPoolConnectionWrapper(self, self._pool_init_lock)
+
+    def _in_transaction(self) -> TransactionContext:
+        return TransactionContextPooled(MeasuredTransactionWrapper(self), self._pool_init_lock)
 
 
 client_class = CatalogAsyncpgClient

@@ -25,7 +25,6 @@ import redis
 from sanic_testing.reusable import ReusableClient
 
 from catalog.app import create_app
-from catalog.db import STATEMENT_FORMAT, STATEMENT_LOGGER
 from config.settings import PROJECT_ROOT, Settings, database_credentials
 
 TEST_POOL_MAX = 10
@@ -223,6 +222,11 @@ def db(client: ReusableClient, database_url: str, settings: Settings) -> Iterato
     database.close()
 
 
+# Tortoise logs every statement it sends at DEBUG on this logger, as "<sql>: <values>".
+STATEMENT_LOGGER = "tortoise.db_client"
+STATEMENT_FORMAT = "%s: %s"
+
+
 class StatementCapture(logging.Handler):
     """Every SQL statement Tortoise sends, with its parameters, while installed."""
 
@@ -234,11 +238,14 @@ class StatementCapture(logging.Handler):
         if record.msg == STATEMENT_FORMAT:
             self.statements.append(record.args)
 
+    def __enter__(self) -> StatementCapture:
+        logger = logging.getLogger(STATEMENT_LOGGER)
+        self.previous_level = logger.level
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(self)
+        return self
 
-@pytest.fixture
-def captured_sql() -> Iterator[StatementCapture]:
-    capture = StatementCapture()
-    logger = logging.getLogger(STATEMENT_LOGGER)
-    logger.addHandler(capture)
-    yield capture
-    logger.removeHandler(capture)
+    def __exit__(self, *_: object) -> None:
+        logger = logging.getLogger(STATEMENT_LOGGER)
+        logger.removeHandler(self)
+        logger.setLevel(self.previous_level)

@@ -114,6 +114,7 @@ def test_timing_header_and_log(client, db: Database, caplog) -> None:
     with caplog.at_level("INFO", logger="catalog.access"):
         _, response = client.get("/categories")
     assert response.headers["server-timing"].startswith("total;dur=")
+    assert 'db;dur=' in response.headers["server-timing"] and "cache;dur=" in response.headers["server-timing"]
     line = next(record.getMessage() for record in caplog.records if record.name == "catalog.access")
     assert line.startswith("GET /categories 200 ") and "sql=1" in line
 

@@ -12,7 +12,7 @@ from tests.conftest import Database
 def statements(client, url: str) -> int:
     request, response = client.get(url)
     assert response.status == 200, response.text
-    return request.ctx.sql.statements
+    return request.ctx.stats.statements
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -18,12 +17,16 @@ import pytest
 from tortoise.context import TortoiseContext
 
 from catalog import queries
-from catalog.db import install_statement_counter
 from catalog.queries import ProductFilter
 from catalog.seed import seed
 from config.settings import Settings
 from config.tortoise import tortoise_config
-from tests.conftest import STATEMENT_LOGGER, StatementCapture, connection_kwargs, create_database, drop_database
+from tests.conftest import (
+    StatementCapture,
+    connection_kwargs,
+    create_database,
+    drop_database,
+)
 
 PRODUCTS = 100_000
 BIG_TABLES = {"products", "reviews", "inventory"}
@@ -50,15 +53,10 @@ async def explain_statements(
 
     The EXPLAIN goes through the same Tortoise connection, so it sees the service's session settings.
     """
-    install_statement_counter()
-    capture = StatementCapture()
     async with TortoiseContext() as context:
         await context.init(config=tortoise_config(url, replace(Settings(), db_pool_min=1, db_pool_max=2)))
-        logging.getLogger(STATEMENT_LOGGER).addHandler(capture)
-        try:
+        with StatementCapture() as capture:
             await call()
-        finally:
-            logging.getLogger(STATEMENT_LOGGER).removeHandler(capture)
         connection = context.connections.get("default")
         explained = []
         for sql, values in capture.statements:
