@@ -23,7 +23,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any, Protocol
 
@@ -366,6 +366,16 @@ def product_write_effects(
     return list(dict.fromkeys(generations)), {name: delta for name, delta in deltas.items() if delta}
 
 
+@dataclass(frozen=True, slots=True)
+class Produced:
+    """A response made on a cache miss: its JSON body, extra headers, and whether it may be kept."""
+
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+    cacheable: bool = True
+    status: int = 200
+
+
 class ResponseCache:
     """Read-through cache of finished GET responses, one computation per missing entry across workers."""
 
@@ -378,9 +388,9 @@ class ResponseCache:
         request: Request,
         key: str,
         dependencies: Sequence[str],
-        produce: Callable[[], Awaitable[tuple[Any, dict[str, str], bool]]],
+        produce: Callable[[], Awaitable[Produced]],
     ) -> HTTPResponse:
-        """The response for ``key``; ``produce`` gives (body, headers, cacheable) when it is missing."""
+        """The response for ``key``, made by ``produce`` when it is missing."""
         if not self.settings.cache_responses:
             return await self._produced(request, None, produce)
         lookup = await self.cache.lookup(f"{request.host}{key}", dependencies)
@@ -403,16 +413,17 @@ class ResponseCache:
         return None
 
     async def _produced(
-        self, request: Request, key: str | None, produce: Callable[[], Awaitable[tuple[Any, dict[str, str], bool]]]
+        self, request: Request, key: str | None, produce: Callable[[], Awaitable[Produced]]
     ) -> HTTPResponse:
         try:
-            body, headers, cacheable = await produce()
+            produced = await produce()
         except BaseException:
             if key is not None:  # let the next request compute it rather than wait for the lock to expire
                 await self.cache.release(key)
             raise
-        representation = Representation.for_cache(orjson.dumps(body), headers, self.settings)
-        if key is not None and cacheable:
+        body = orjson.dumps(produced.body)
+        representation = Representation.for_cache(body, produced.headers, self.settings, produced.status)
+        if key is not None and produced.cacheable:
             await self.cache.fill(key, representation.encode())
         return representation.respond(request, self.settings)
 

@@ -66,17 +66,25 @@ class Representation:
     digest: str
     gzipped: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    status: int = 200
 
     @classmethod
-    def of(cls, body: bytes, headers: dict[str, str], gzipped: bytes | None = None) -> Representation:
-        return cls(body, hashlib.blake2b(body, digest_size=16).hexdigest(), gzipped, headers)
+    def of(
+        cls, body: bytes, headers: dict[str, str], gzipped: bytes | None = None, status: int = 200
+    ) -> Representation:
+        return cls(body, hashlib.blake2b(body, digest_size=16).hexdigest(), gzipped, headers, status)
 
     def etag(self, gzipped: bool) -> str:
         # A gzip body is another representation of the same resource: it gets its own strong tag.
         return f'"{self.digest}-gz"' if gzipped else f'"{self.digest}"'
 
     def respond(self, request: Request, settings: Settings, extra_headers: dict[str, str] | None = None) -> HTTPResponse:
-        """200 in the encoding the client takes, or 304 when it already has this representation."""
+        """200 in the encoding the client takes, or 304 when it already has this representation.
+
+        Other statuses (a cached 404) are sent as they are: entity tags are for successful responses.
+        """
+        if self.status != 200:
+            return HTTPResponse(self.body, status=self.status, headers=self.headers, content_type=JSON_TYPE)
         compressible = len(self.body) > settings.gzip_min_bytes
         use_gzip = compressible and accepts_gzip(request.headers.get("accept-encoding"))
         headers = {
@@ -96,22 +104,23 @@ class Representation:
 
     def encode(self) -> bytes:
         """Bytes for a cache: a length-prefixed JSON head (digest, headers, body length), body, gzip body."""
-        head = orjson.dumps([self.digest, self.headers, len(self.body)])
+        head = orjson.dumps([self.digest, self.headers, len(self.body), self.status])
         return b"".join((struct.pack(">I", len(head)), head, self.body, self.gzipped or b""))
 
     @classmethod
     def decode(cls, data: bytes) -> Representation:
         (head_length,) = struct.unpack_from(">I", data)
-        digest, headers, body_length = orjson.loads(data[4 : 4 + head_length])
+        digest, headers, body_length, status = orjson.loads(data[4 : 4 + head_length])
         start = 4 + head_length
         body, gzipped = data[start : start + body_length], data[start + body_length :]
-        return cls(body, digest, gzipped or None, headers)
+        return cls(body, digest, gzipped or None, headers, status)
 
     @classmethod
-    def for_cache(cls, body: bytes, headers: dict[str, str], settings: Settings) -> Representation:
+    def for_cache(cls, body: bytes, headers: dict[str, str], settings: Settings, status: int = 200) -> Representation:
         """Compressed once here, at the best level, since the cache serves it many times."""
-        gzipped = gzip.compress(body, settings.gzip_level) if len(body) > settings.gzip_min_bytes else None
-        return cls.of(body, headers, gzipped)
+        worth_it = status == 200 and len(body) > settings.gzip_min_bytes
+        gzipped = gzip.compress(body, settings.gzip_level) if worth_it else None
+        return cls.of(body, headers, gzipped, status)
 
 
 def setup_http(app: Sanic, settings: Settings) -> None:

@@ -166,16 +166,19 @@ class Database:
         return self.run(self.connection.fetch(sql, *args))
 
     def fetchval(self, sql: str, *args: Any) -> Any:
-        """For reads and INSERT ... RETURNING alike, so it expires the cache too."""
-        result = self.run(self.connection.fetchval(sql, *args))
+        return self.run(self.connection.fetchval(sql, *args))
+
+    def insert(self, sql: str, *args: Any) -> int:
+        """An INSERT ... RETURNING id."""
+        new_id = self.fetchval(sql, *args)
         self.expire_cache()
-        return result
+        return new_id
 
     def truncate(self) -> None:
         self.execute("TRUNCATE reviews, inventory, products, categories RESTART IDENTITY CASCADE")
 
     def category(self, name: str = "Kitchen", description: str | None = None, parent_id: int | None = None) -> int:
-        return self.fetchval(
+        return self.insert(
             "INSERT INTO categories (name, description, parent_id) VALUES ($1, $2, $3) RETURNING id",
             name, description, parent_id,
         )
@@ -189,7 +192,7 @@ class Database:
         description: str | None = None,
         created_at: datetime | None = None,
     ) -> int:
-        return self.fetchval(
+        return self.insert(
             "INSERT INTO products (name, description, price, category_id, is_active, created_at, updated_at)"
             " VALUES ($1, $2, $3, $4, $5, COALESCE($6, now() AT TIME ZONE 'utc'), now() AT TIME ZONE 'utc')"
             " RETURNING id",
@@ -197,13 +200,13 @@ class Database:
         )
 
     def review(self, product_id: int, rating: int, user_id: int = 1, comment: str | None = None) -> int:
-        return self.fetchval(
+        return self.insert(
             "INSERT INTO reviews (product_id, user_id, rating, comment) VALUES ($1, $2, $3, $4) RETURNING id",
             product_id, user_id, rating, comment,
         )
 
     def inventory(self, product_id: int, quantity: int, reserved: int = 0) -> int:
-        return self.fetchval(
+        return self.insert(
             "INSERT INTO inventory (product_id, quantity, reserved) VALUES ($1, $2, $3) RETURNING id",
             product_id, quantity, reserved,
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
 
@@ -153,3 +155,23 @@ def test_start_up_warns_when_workers_times_pool_exceeds_max_connections(settings
         assert not caplog.records
         asyncio.run(warn_if_pool_exceeds_server(settings.database_url, replace(settings, workers=8, db_pool_max=50)))
     assert "exceeds PostgreSQL max_connections" in caplog.records[0].getMessage()
+
+
+def test_slow_requests_are_logged_as_such(client, db: Database, settings, caplog) -> None:
+    product = db.product()
+    base = f"http://{client.host}:{client.port}"
+
+    async def put_behind_a_row_lock() -> int:
+        # Holding the product's row lock makes the PUT wait on purpose, past SLOW_REQUEST_MS.
+        async with db.connection.transaction():
+            await db.connection.execute("SELECT 1 FROM products WHERE id = $1 FOR UPDATE", product)
+            put = asyncio.ensure_future(client._session.put(f"{base}/products/{product}", json={"price": 2}))
+            await asyncio.sleep(settings.slow_request_ms / 1000 + 0.1)
+        return (await put).status_code
+
+    with caplog.at_level("INFO", logger="catalog.access"):
+        assert db.run(put_behind_a_row_lock()) == 200
+        client.get("/health")
+    lines = {record.getMessage().split()[1]: record for record in caplog.records if record.name == "catalog.access"}
+    assert lines[f"/products/{product}"].levelname == "WARNING" and lines[f"/products/{product}"].getMessage().endswith("SLOW")
+    assert lines["/health"].levelname == "INFO" and "SLOW" not in lines["/health"].getMessage()

@@ -4,7 +4,7 @@ from sanic import Blueprint, HTTPResponse, Request
 from sanic_ext import openapi
 
 from catalog import queries, schemas
-from catalog.cache import CATEGORIES, category_generation
+from catalog.cache import CATEGORIES, Produced, category_generation
 from catalog.serialize import category_dict, product_list
 from catalog.validation import path_int
 
@@ -15,8 +15,8 @@ bp = Blueprint("categories", url_prefix="/categories")
 @openapi.definition(summary="All categories, by id", tag="categories",
                     response={"application/json": list[schemas.Category]})
 async def list_categories(request: Request) -> HTTPResponse:
-    async def produce() -> tuple[list, dict[str, str], bool]:
-        return [category_dict(category) for category in await queries.categories()], {}, True
+    async def produce() -> Produced:
+        return Produced([category_dict(category) for category in await queries.categories()])
 
     return await request.app.ctx.caches.responses.serve(request, "/categories", [CATEGORIES], produce)
 
@@ -34,8 +34,8 @@ async def list_categories(request: Request) -> HTTPResponse:
 async def category_products(request: Request, category_id: str) -> HTTPResponse:
     identifier = path_int("category_id", category_id)
 
-    async def produce() -> tuple[list, dict[str, str], bool]:
-        return product_list(await queries.category_products(identifier)), {}, True
+    async def produce() -> Produced:
+        return Produced(product_list(await queries.category_products(identifier)))
 
     key = f"/categories/{identifier}/products"
     return await request.app.ctx.caches.responses.serve(request, key, [category_generation(identifier)], produce)

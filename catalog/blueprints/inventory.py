@@ -4,7 +4,7 @@ from sanic import Blueprint, HTTPResponse, Request
 from sanic_ext import openapi
 
 from catalog import queries, schemas
-from catalog.cache import ALL_PRODUCTS
+from catalog.cache import ALL_PRODUCTS, Produced
 from catalog.serialize import product_list
 from catalog.validation import QueryReader
 
@@ -26,8 +26,8 @@ async def low_stock(request: Request) -> HTTPResponse:
     threshold = query.int("threshold", default=10)
     query.raise_if_any()
 
-    async def produce() -> tuple[list, dict[str, str], bool]:
-        return product_list(await queries.low_stock_products(threshold)), {}, True
+    async def produce() -> Produced:
+        return Produced(product_list(await queries.low_stock_products(threshold)))
 
     key = f"/inventory/low-stock?threshold={threshold}"
     return await request.app.ctx.caches.responses.serve(request, key, [ALL_PRODUCTS], produce)

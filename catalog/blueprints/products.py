@@ -10,7 +10,7 @@ from sanic_ext import openapi
 from sanic_ext.extensions.openapi.definitions import Parameter, RequestBody, Response
 
 from catalog import cursor, queries, schemas
-from catalog.cache import ALL_PRODUCTS, Caches, category_generation, product_generation
+from catalog.cache import ALL_PRODUCTS, Caches, Produced, category_generation, product_generation
 from catalog.queries import ProductFilter, ProductState
 from catalog.serialize import product_dict, product_list, product_page
 from catalog.validation import (
@@ -70,7 +70,7 @@ async def list_products(request: Request) -> HTTPResponse:
         page = position.page
     caches: Caches = request.app.ctx.caches
 
-    async def produce() -> tuple[dict, dict[str, str], bool]:
+    async def produce() -> Produced:
         if position is not None:
             products, has_next = await queries.products_page(filters, page_size, after_id=position.after_id)
         else:
@@ -83,7 +83,7 @@ async def list_products(request: Request) -> HTTPResponse:
             headers["X-Next-Cursor"] = next_cursor
             headers["Link"] = f'<{_next_link(request, filters, page_size, next_cursor)}>; rel="next"'
         # A page whose total is only an estimate is not kept: the exact count is on its way.
-        return product_page(products, total=total, page=page, page_size=page_size), headers, exact
+        return Produced(product_page(products, total=total, page=page, page_size=page_size), headers, exact)
 
     start = f"after={position.after_id}" if position is not None else "from=start"
     key = f"/products?c={filters.category_id}&a={int(filters.is_active)}&n={page_size}&p={page}&{start}"
@@ -108,8 +108,8 @@ async def batch(request: Request) -> HTTPResponse:
     ids = query.id_list("ids")
     query.raise_if_any()
 
-    async def produce() -> tuple[list, dict[str, str], bool]:
-        return product_list(await queries.products_by_ids(ids)), {}, True
+    async def produce() -> Produced:
+        return Produced(product_list(await queries.products_by_ids(ids)))
 
     key = "/products/batch?ids=" + ",".join(map(str, ids))
     dependencies = [product_generation(product_id) for product_id in dict.fromkeys(ids)]
@@ -126,11 +126,11 @@ async def batch(request: Request) -> HTTPResponse:
 async def get_product(request: Request, product_id: str) -> HTTPResponse:
     identifier = path_int("product_id", product_id)
 
-    async def produce() -> tuple[dict, dict[str, str], bool]:
+    async def produce() -> Produced:
         product = await queries.get_product(identifier)
-        if product is None:
-            raise NotFound(PRODUCT_NOT_FOUND)
-        return product_dict(product), {}, True
+        if product is None:  # kept too: creating this id bumps its generation
+            return Produced({"detail": PRODUCT_NOT_FOUND}, status=404)
+        return Produced(product_dict(product))
 
     key = f"/products/{identifier}"
     return await request.app.ctx.caches.responses.serve(request, key, [product_generation(identifier)], produce)

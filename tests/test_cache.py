@@ -1,0 +1,239 @@
+"""The cache in process: hits run no SQL, keys are normalised, counts survive writes that cannot change them."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import replace
+
+import orjson
+import pytest
+
+from catalog.cache import (
+    ProductTotals,
+    RedisBackend,
+    ResilientCache,
+    count_name,
+    open_caches,
+    product_write_effects,
+)
+from catalog.queries import ProductFilter, ProductState
+from tests.conftest import Database
+
+
+def statements(response) -> int:
+    return int(re.search(r'db;dur=[\d.]+;desc="(\d+) statements"', response.headers["server-timing"]).group(1))
+
+
+def cache_state(response) -> str:
+    return re.search(r'cache;dur=[\d.]+;desc="(\w+|-)"', response.headers["server-timing"]).group(1)
+
+
+@pytest.fixture
+def catalog(db: Database) -> Database:
+    kitchen = db.category("Kitchen")
+    for i in range(30):
+        product = db.product(f"Kettle {i}", 10.0 + i, kitchen, is_active=i % 5 != 0)
+        db.review(product, 1 + i % 5)
+        db.inventory(product, i % 12)
+    return db
+
+
+ENDPOINTS = [
+    "/products", "/products?category_id=1&page=2&page_size=5", "/products/3", "/products/999",
+    "/products/batch?ids=3,1,2", "/categories", "/categories/1/products", "/inventory/low-stock",
+]
+
+
+@pytest.mark.parametrize("url", ENDPOINTS)
+def test_second_identical_get_runs_no_sql_and_a_304_neither(client, catalog: Database, url: str) -> None:
+    _, first = client.get(url)
+    _, second = client.get(url)
+    assert (cache_state(first), cache_state(second)) == ("miss", "hit")
+    assert statements(first) > 0 and statements(second) == 0
+    assert second.status == first.status and second.body == first.body
+    if first.status == 200:
+        assert second.headers["etag"] == first.headers["etag"]
+        _, conditional = client.get(url, headers={"if-none-match": first.headers["etag"]})
+        assert conditional.status == 304 and statements(conditional) == 0
+
+
+def test_parameter_order_and_spelling_do_not_split_the_cache(client, catalog: Database) -> None:
+    _, first = client.get("/products?page_size=5&is_active=true&category_id=1")
+    for spelling in ("/products?category_id=1&is_active=1&page_size=5", "/products?is_active=YES&page_size=05&category_id=1&page=1"):
+        _, again = client.get(spelling)
+        assert cache_state(again) == "hit" and again.body == first.body
+
+
+def test_cursor_pages_are_cached_and_still_link_onwards(client, catalog: Database) -> None:
+    _, first = client.get("/products?page_size=4")
+    url = f"/products?page_size=4&cursor={first.headers['x-next-cursor']}"
+    _, miss = client.get(url)
+    _, hit = client.get(url)
+    assert cache_state(hit) == "hit" and hit.json == miss.json and hit.json["page"] == 2
+    assert hit.headers["x-next-cursor"] == miss.headers["x-next-cursor"]
+    assert hit.headers["link"] == miss.headers["link"]
+
+
+def test_hits_are_served_compressed_or_plain_as_asked(client, catalog: Database) -> None:
+    _, zipped_miss = client.get("/products", headers={"accept-encoding": "gzip"})
+    _, plain_hit = client.get("/products", headers={"accept-encoding": "identity"})
+    _, zipped_hit = client.get("/products", headers={"accept-encoding": "gzip"})
+    assert cache_state(plain_hit) == cache_state(zipped_hit) == "hit"
+    assert "content-encoding" not in plain_hit.headers and zipped_hit.headers["content-encoding"] == "gzip"
+    assert plain_hit.body == zipped_hit.body == zipped_miss.body
+    assert zipped_hit.headers["etag"] == zipped_miss.headers["etag"] != plain_hit.headers["etag"]
+    assert int(zipped_hit.headers["content-length"]) < 0.3 * len(plain_hit.body)
+
+
+def put(client, product_id: int, body: dict):
+    return client.put(f"/products/{product_id}", content=orjson.dumps(body))
+
+
+def test_a_price_change_keeps_cached_counts_and_shows_at_once(client, catalog: Database) -> None:
+    _, before = client.get("/products?category_id=1")
+    _, response = put(client, 2, {"price": 99.5})
+    assert response.status == 200
+    request, after = client.get("/products?category_id=1")
+    assert cache_state(after) == "miss" and after.json["total"] == before.json["total"]
+    assert next(item for item in after.json["items"] if item["id"] == 2)["price"] == 99.5
+    assert after.headers["etag"] != before.headers["etag"]
+    assert statements(after) == 2  # the page and its reviews: the count came from the cache
+
+
+@pytest.mark.parametrize(
+    ("write", "moved"),
+    [
+        (lambda client: client.post("/products", content=orjson.dumps({"name": "n", "price": 1, "category_id": 1})), +1),
+        (lambda client: client.delete("/products/2"), -1),
+        (lambda client: put(client, 2, {"is_active": False}), -1),
+        (lambda client: put(client, 2, {"category_id": None}), 0),  # leaves the category, stays in all
+    ],
+)
+def test_count_changing_writes_adjust_cached_counts_exactly(client, catalog: Database, write, moved: int) -> None:
+    urls = ("/products", "/products?category_id=1", "/products?is_active=false", "/products?category_id=1&is_active=0")
+    totals = {url: client.get(url)[1].json["total"] for url in urls}
+    _, response = write(client)
+    assert response.status in (200, 201, 204)
+    for url in urls:
+        request, after = client.get(url)
+        active, category = ("is_active" not in url, 1 if "category_id" in url else None)
+        where = "is_active = $1" + (" AND category_id = 1" if category else "")
+        expected = catalog.fetchval(f"SELECT count(*) FROM products WHERE {where}", active)
+        assert after.json["total"] == expected, url
+        assert statements(after) <= 2, url  # counts adjusted in the cache, not recounted
+    assert totals["/products"] + moved == client.get("/products")[1].json["total"]
+
+
+def test_concurrent_misses_compute_an_entry_once(client, catalog: Database) -> None:
+    base = f"http://{client.host}:{client.port}"
+
+    async def burst() -> list:
+        return await asyncio.gather(*(client._session.get(f"{base}/products/batch?ids=5,6,7") for _ in range(20)))
+
+    responses = catalog.run(burst())
+    assert {response.status_code for response in responses} == {200}
+    assert len({response.content for response in responses}) == 1
+    executed = [statements(response) for response in responses]
+    assert sum(executed) == 2, executed  # one request loaded the batch (2 statements), 19 waited for it
+
+
+def test_write_effects() -> None:
+    generations, deltas = product_write_effects(7, None, ProductState(True, 3))
+    assert set(generations) == {"all", "p7", "c3"} and deltas == {"1:*": 1, "1:3": 1}
+    generations, deltas = product_write_effects(7, ProductState(True, 3), ProductState(True, 3))
+    assert set(generations) == {"all", "p7", "c3"} and deltas == {}
+    generations, deltas = product_write_effects(7, ProductState(True, 3), ProductState(False, 4))
+    assert set(generations) == {"all", "p7", "c3", "c4"}
+    assert deltas == {"1:*": -1, "1:3": -1, "0:*": 1, "0:4": 1}
+    assert product_write_effects(7, ProductState(False, None), None) == (["all", "p7"], {"0:*": -1})
+    assert count_name(ProductFilter(False, 12)) == "0:12"
+
+
+def test_large_tables_get_an_estimate_at_once_then_the_exact_count(client, catalog: Database, settings) -> None:
+    async def scenario() -> tuple[tuple[int, bool], tuple[int, bool]]:
+        large = replace(settings, exact_count_below=0, cache_prefix=settings.cache_prefix + "_estimate")
+        caches = open_caches(large, None)
+        try:
+            totals = caches.totals
+            await totals.total(ProductFilter(False))  # exact while the table's size is unknown; learns it
+            await asyncio.gather(*totals.tasks.values())
+            first = await totals.total(ProductFilter(True, 1))
+            await asyncio.gather(*totals.tasks.values())
+            return first, await totals.total(ProductFilter(True, 1))
+        finally:
+            await caches.close()
+
+    catalog.execute("ANALYZE products")
+    (estimate, exact_first), (count, exact_then) = catalog.run(scenario())
+    assert exact_first is False and estimate > 0
+    assert exact_then is True and count == catalog.fetchval("SELECT count(*) FROM products WHERE is_active AND category_id = 1")
+
+
+def test_estimated_totals_are_not_kept_in_the_response_cache(client, catalog: Database) -> None:
+    caches = client.app.ctx.caches
+    original = caches.totals.exact_below
+    caches.totals.exact_below = 0
+    caches.totals.table_rows = 1e9  # as if the table were huge
+    try:
+        catalog.expire_cache()
+        _, first = client.get("/products?page_size=3")
+        _, second = client.get("/products?page_size=3")
+        assert cache_state(second) == "miss"
+    finally:
+        caches.totals.exact_below = original
+        caches.totals.table_rows = -1.0
+    assert first.status == second.status == 200
+
+
+def test_redis_entries_live_for_the_cache_ttl(client, catalog: Database, settings) -> None:
+    client.get("/products/4")
+    epoch = int(catalog.redis.get(f"{settings.cache_prefix}:epoch"))
+    keys = list(catalog.redis.scan_iter(f"{settings.cache_prefix}:r:*/products/4|{epoch}|*"))
+    assert len(keys) == 1
+    assert settings.cache_ttl * 1000 - 2000 < catalog.redis.pttl(keys[0]) <= settings.cache_ttl * 1000
+
+
+def test_breaker_skips_a_failing_backend_then_tries_again(settings) -> None:
+    class Failing:
+        calls = 0
+
+        async def lookup(self, base, dependencies):
+            Failing.calls += 1
+            raise ConnectionError("down")
+
+    async def scenario() -> list[int]:
+        cache = ResilientCache(Failing(), replace(settings, redis_retry_after=0.2), "test")
+        seen = []
+        for _ in range(5):
+            assert (await cache.lookup("k", [])).key is None
+            seen.append(Failing.calls)
+        await asyncio.sleep(0.25)
+        await cache.lookup("k", [])
+        seen.append(Failing.calls)
+        return seen
+
+    assert asyncio.run(scenario()) == [1, 1, 1, 1, 1, 2]
+
+
+def test_redis_backend_round_trip(settings, catalog: Database) -> None:
+    import redis.asyncio as redis_asyncio
+
+    async def scenario() -> tuple:
+        client = redis_asyncio.from_url(settings.redis_url)
+        backend = RedisBackend(client, replace(settings, cache_prefix=settings.cache_prefix + "_rt"))
+        try:
+            first = await backend.lookup("x", ["p1"])
+            second = await backend.lookup("x", ["p1"])  # lock held by the first
+            await backend.fill(first.key, b"value")
+            hit = await backend.lookup("x", ["p1"])
+            await backend.product_written(["p1"], {})
+            after_write = await backend.lookup("x", ["p1"])
+            return first, second, hit, after_write
+        finally:
+            await client.aclose()
+
+    first, second, hit, after_write = catalog.run(scenario())
+    assert (first.value, first.leader, second.leader) == (None, True, False)
+    assert (hit.value, hit.key) == (b"value", first.key)
+    assert after_write.value is None and after_write.key != first.key
