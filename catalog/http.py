@@ -85,7 +85,7 @@ class Representation:
         """
         if self.status != 200:
             return HTTPResponse(self.body, status=self.status, headers=self.headers, content_type=JSON_TYPE)
-        compressible = len(self.body) > settings.gzip_min_bytes
+        compressible = len(self.body) > settings.gzip_min_bytes and request.method != "HEAD"
         use_gzip = compressible and accepts_gzip(request.headers.get("accept-encoding"))
         headers = {
             **(extra_headers or {}),

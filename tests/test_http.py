@@ -175,3 +175,10 @@ def test_slow_requests_are_logged_as_such(client, db: Database, settings, caplog
     lines = {record.getMessage().split()[1]: record for record in caplog.records if record.name == "catalog.access"}
     assert lines[f"/products/{product}"].levelname == "WARNING" and lines[f"/products/{product}"].getMessage().endswith("SLOW")
     assert lines["/health"].levelname == "INFO" and "SLOW" not in lines["/health"].getMessage()
+
+
+def test_head_is_never_compressed(client, db: Database) -> None:
+    for i in range(20):
+        db.product(f"A product with a name long enough {i}", description="x" * 100)
+    _, response = client.head("/products", headers={"accept-encoding": "gzip"})
+    assert response.status == 200 and "content-encoding" not in response.headers and response.headers["etag"]
