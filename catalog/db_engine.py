@@ -1,8 +1,13 @@
-"""Tortoise's asyncpg engine, measured per request and with a bounded wait for a pooled connection.
+"""Tortoise's asyncpg engine, measured per request, with a bounded wait for a pooled connection and
+a full-text ``search`` lookup that an index can serve.
 
 Tortoise acquires from the asyncpg pool without a timeout, so under pool exhaustion a request would
 wait for ever; here it waits ``acquire_timeout`` seconds and then fails (answered as 503). Every
 statement, in or out of a transaction, is counted and timed into the running request's stats.
+
+Tortoise's ``field__search`` compares ``to_tsvector(field)``, whose text configuration comes from the
+session, so no index can hold it; here it is ``to_tsvector('simple', field) @@ to_tsquery('simple', $n)``,
+the expression of the GIN index on products.name, and the value is a tsquery (prefix terms allowed).
 """
 
 from __future__ import annotations
@@ -11,15 +16,40 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
+from pypika_tortoise.terms import (
+    BasicCriterion,
+    Function,
+    LiteralValue,
+    Term,
+    ValueWrapper,
+)
 from tortoise.backends.asyncpg.client import AsyncpgDBClient, TransactionWrapper
+from tortoise.backends.asyncpg.executor import AsyncpgExecutor
 from tortoise.backends.base.client import (
     NestedTransactionContext,
     PoolConnectionWrapper,
     TransactionContext,
     TransactionContextPooled,
 )
+from tortoise.contrib.postgres.search import Comp
+from tortoise.filters import search
 
 from catalog.stats import current_stats
+
+TEXT_SEARCH_CONFIG = LiteralValue("'simple'")
+
+
+def simple_text_search(field: Term, tsquery: str) -> BasicCriterion:
+    vector = Function("to_tsvector", TEXT_SEARCH_CONFIG, field)
+    return BasicCriterion(Comp.search, vector, Function("to_tsquery", TEXT_SEARCH_CONFIG, ValueWrapper(tsquery)))
+
+
+class CatalogExecutor(AsyncpgExecutor):
+    @classmethod
+    def get_overridden_filter_func(cls, filter_func: Callable, filter_info: Any = None) -> Callable | None:
+        if filter_func is search:
+            return simple_text_search
+        return super().get_overridden_filter_func(filter_func, filter_info)
 
 
 class MeasuredQueries:
@@ -39,6 +69,8 @@ class MeasuredQueries:
 
 
 class MeasuredTransactionWrapper(MeasuredQueries, TransactionWrapper):
+    executor_class = CatalogExecutor
+
     def _in_transaction(self) -> TransactionContext:
         return NestedTransactionContext(MeasuredTransactionWrapper(self))
 
@@ -53,6 +85,8 @@ class TimedPoolConnectionWrapper(PoolConnectionWrapper):
 
 
 class CatalogAsyncpgClient(MeasuredQueries, AsyncpgDBClient):
+    executor_class = CatalogExecutor
+
     def __init__(self, *args: Any, acquire_timeout: float | str = 30.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.acquire_timeout = float(acquire_timeout)

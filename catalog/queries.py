@@ -17,6 +17,7 @@ from tortoise import Tortoise
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F, Subquery
+from tortoise.functions import Avg, Count
 from tortoise.query_utils import Prefetch
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
@@ -46,12 +47,88 @@ class ProductState:
 class ProductFilter:
     is_active: bool = True
     category_id: int | None = None
+    min_price: float | None = None
+    max_price: float | None = None
+    # A tsquery over product names in the 'simple' configuration, e.g. "stainless:* & kett:*".
+    search: str | None = None
+
+    @property
+    def narrowed(self) -> bool:
+        """Whether it filters beyond the contract's is_active / category_id (price range, name search)."""
+        return self.min_price is not None or self.max_price is not None or self.search is not None
 
     def apply(self, queryset: QuerySet[Product]) -> QuerySet[Product]:
         queryset = queryset.filter(is_active=self.is_active)
         if self.category_id is not None:
             queryset = queryset.filter(category_id=self.category_id)
+        if self.min_price is not None:
+            queryset = queryset.filter(price__gte=self.min_price)
+        if self.max_price is not None:
+            queryset = queryset.filter(price__lte=self.max_price)
+        if self.search is not None:
+            queryset = queryset.filter(name__search=self.search)
         return queryset
+
+
+SORTS = ("id", "price", "-price", "created_at", "-created_at", "name")
+PARTS = frozenset({"category", "inventory", "reviews"})
+
+
+@dataclass(frozen=True, slots=True)
+class Keyset:
+    """A row's place in an order: its sort value (None when sorting by id) and its id, the tiebreaker."""
+
+    value: Any
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ordering:
+    sort: str = "id"
+
+    @property
+    def column(self) -> str:
+        return self.sort.removeprefix("-")
+
+    def key(self, product: Product) -> Keyset:
+        return Keyset(None if self.column == "id" else getattr(product, self.column), product.id)
+
+    def _descending(self, backwards: bool) -> bool:
+        return self.sort.startswith("-") != backwards
+
+    def order_by(self, backwards: bool = False) -> list[str]:
+        """(sort column, id), both in the same direction, so one index serves both ways."""
+        sign = "-" if self._descending(backwards) else ""
+        columns = ["id"] if self.column == "id" else [self.column, "id"]
+        return [f"{sign}{column}" for column in columns]
+
+    def beyond(self, queryset: QuerySet[Product], key: Keyset, backwards: bool = False) -> QuerySet[Product]:
+        """The rows strictly past ``key`` in this order (or before it, ``backwards``).
+
+        ``value >= v AND NOT (value = v AND id <= i)``: the range bound starts the index scan where the
+        last page ended; the exclusion only drops the few rows that share that sort value.
+        """
+        descending = self._descending(backwards)
+        if self.column == "id":
+            return queryset.filter(id__lt=key.id) if descending else queryset.filter(id__gt=key.id)
+        bound, passed = ("lte", "gte") if descending else ("gte", "lte")
+        return queryset.filter(**{f"{self.column}__{bound}": key.value}).exclude(
+            **{self.column: key.value, f"id__{passed}": key.id}
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewStats:
+    count: int
+    average: float | None
+
+
+@dataclass(slots=True)
+class Page:
+    products: list[Product]
+    has_more: bool  # another page lies further in the direction the page was read
+    # Counts and averages from SQL when the reviews themselves were not loaded.
+    review_stats: dict[int, ReviewStats] | None = None
 
 
 def utcnow() -> datetime:
@@ -62,28 +139,79 @@ def is_db_id(value: int) -> bool:
     return 1 <= value <= MAX_DB_ID
 
 
-def _with_relations(queryset: QuerySet[Product]) -> QuerySet[Product]:
-    return queryset.select_related("category", "inventory").prefetch_related(
-        Prefetch("reviews", queryset=Review.all().order_by("id"))
-    )
+def _with_relations(queryset: QuerySet[Product], parts: frozenset[str] = PARTS) -> QuerySet[Product]:
+    joined = [part for part in ("category", "inventory") if part in parts]
+    if joined:
+        queryset = queryset.select_related(*joined)
+    if "reviews" in parts:
+        queryset = queryset.prefetch_related(Prefetch("reviews", queryset=Review.all().order_by("id")))
+    return queryset
 
 
 async def products_page(
-    filters: ProductFilter, page_size: int, *, after_id: int | None = None, skip: int = 0
-) -> tuple[list[Product], bool]:
-    """One keyset page ordered by id, and whether another page follows.
+    filters: ProductFilter,
+    ordering: Ordering,
+    page_size: int,
+    *,
+    after: Keyset | None = None,
+    before: Keyset | None = None,
+    skip: int = 0,
+    parts: frozenset[str] = PARTS,
+) -> Page:
+    """One keyset page: after a cursor's row, before it (reading backwards), or ``skip`` rows in.
 
-    ``after_id`` continues from a cursor. ``skip`` serves ``page=N``: the page's first id is found by an
-    index-only scan in a subquery, then the page itself is a keyset range scan like any other.
+    ``skip`` serves ``page=N``: the page's rows are found by an index-only scan in a subquery (by id
+    alone for the default order), so the skipped rows are never joined or loaded.
     """
+    backwards = before is not None
     queryset = filters.apply(Product.all())
-    if after_id is not None:
-        queryset = queryset.filter(id__gt=after_id)
-    elif skip:
+    if after is not None or before is not None:
+        queryset = ordering.beyond(queryset, after or before, backwards)  # type: ignore[arg-type]
+    elif skip and ordering.column == "id":
         first_id = filters.apply(Product.all()).order_by("id").offset(skip).limit(1).values("id")
         queryset = queryset.filter(id__gte=Subquery(first_id))
-    rows = await _with_relations(queryset.order_by("id").limit(page_size + 1))
+    elif skip:
+        page_ids = filters.apply(Product.all()).order_by(*ordering.order_by()).offset(skip).limit(page_size + 1)
+        queryset = queryset.filter(id__in=Subquery(page_ids.values("id")))
+    rows = await _with_relations(queryset.order_by(*ordering.order_by(backwards)).limit(page_size + 1), parts)
+    products = rows[:page_size]
+    if backwards:
+        products.reverse()
+    stats = None if "reviews" in parts else await review_stats([product.id for product in products])
+    return Page(products, len(rows) > page_size, stats)
+
+
+async def review_stats(product_ids: list[int]) -> dict[int, ReviewStats]:
+    """Review count and average rating per product, aggregated in SQL (one IN query)."""
+    if not product_ids:
+        return {}
+    rows = await (
+        Review.filter(product_id__in=product_ids)
+        .group_by("product_id")
+        .annotate(count=Count("id"), average=Avg("rating"))
+        .values("product_id", "count", "average")
+    )
+    return {row["product_id"]: ReviewStats(row["count"], float(row["average"])) for row in rows}
+
+
+REVIEW_ORDER = Ordering("-created_at")  # newest first
+
+
+async def reviews_page(product_id: int, page_size: int, *, after: Keyset | None = None) -> tuple[list[Review], bool]:
+    """A page of one product's reviews, newest first, and whether another follows."""
+    queryset = Review.filter(product_id=product_id)
+    if after is not None:
+        queryset = REVIEW_ORDER.beyond(queryset, after)
+    rows = await queryset.order_by(*REVIEW_ORDER.order_by()).limit(page_size + 1)
     return rows[:page_size], len(rows) > page_size
+
+
+async def count_reviews(product_id: int) -> int:
+    return await Review.filter(product_id=product_id).count()
+
+
+async def product_exists(product_id: int) -> bool:
+    return is_db_id(product_id) and await Product.filter(id=product_id).exists()
 
 
 async def count_products(filters: ProductFilter) -> int:

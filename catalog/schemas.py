@@ -65,6 +65,16 @@ class ProductList:
 
 @openapi.component
 @dataclass
+class ReviewList:
+    items: list[Review]
+    total: int
+    page: int
+    page_size: int
+    total_pages: int
+
+
+@openapi.component
+@dataclass
 class ProductCreate:
     name: str
     price: float

@@ -6,6 +6,9 @@ import math
 from typing import Any
 
 from catalog.models import Category, Inventory, Product, Review
+from catalog.queries import PARTS, Page, ReviewStats
+
+NO_REVIEWS = ReviewStats(0, None)
 
 
 def category_dict(category: Category | None) -> dict[str, Any] | None:
@@ -36,11 +39,12 @@ def inventory_dict(inventory: Inventory | None) -> dict[str, Any] | None:
     }
 
 
-def product_dict(product: Product) -> dict[str, Any]:
-    """A product loaded by ``queries`` (category and inventory joined, reviews prefetched in id order)."""
-    reviews = product.reviews.related_objects
-    ratings = [review.rating for review in reviews]
-    return {
+def product_dict(product: Product, parts: frozenset[str] = PARTS, stats: ReviewStats | None = None) -> dict[str, Any]:
+    """A product loaded by ``queries``; ``parts`` leaves out what the client did not ask to embed.
+
+    Without its reviews loaded, a product's review count and average come from ``stats`` (SQL).
+    """
+    body: dict[str, Any] = {
         "id": product.id,
         "name": product.name,
         "description": product.description,
@@ -48,23 +52,42 @@ def product_dict(product: Product) -> dict[str, Any]:
         "category_id": product.category_id,
         "is_active": product.is_active,
         "created_at": product.created_at,
-        "category": category_dict(product.category),
-        "reviews": [review_dict(review) for review in reviews],
-        "inventory": inventory_dict(product.inventory),
-        "average_rating": sum(ratings) / len(ratings) if ratings else None,
-        "review_count": len(ratings),
     }
+    if "category" in parts:
+        body["category"] = category_dict(product.category)
+    if "reviews" in parts:
+        reviews = product.reviews.related_objects
+        ratings = [review.rating for review in reviews]
+        body["reviews"] = [review_dict(review) for review in reviews]
+        stats = ReviewStats(len(ratings), sum(ratings) / len(ratings) if ratings else None)
+    if "inventory" in parts:
+        body["inventory"] = inventory_dict(product.inventory)
+    stats = stats or NO_REVIEWS
+    body["average_rating"] = stats.average
+    body["review_count"] = stats.count
+    return body
 
 
 def product_list(products: list[Product]) -> list[dict[str, Any]]:
     return [product_dict(product) for product in products]
 
 
-def product_page(products: list[Product], *, total: int, page: int, page_size: int) -> dict[str, Any]:
+def product_page(page: Page, *, total: int, page_number: int, page_size: int, parts: frozenset[str] = PARTS) -> dict:
+    stats = page.review_stats or {}
     return {
-        "items": product_list(products),
+        "items": [product_dict(product, parts, stats.get(product.id)) for product in page.products],
         "total": total,
-        "page": page,
+        "page": page_number,
+        "page_size": page_size,
+        "total_pages": math.ceil(total / page_size),
+    }
+
+
+def review_page(reviews: list[Review], *, total: int, page_number: int, page_size: int) -> dict[str, Any]:
+    return {
+        "items": [review_dict(review) for review in reviews],
+        "total": total,
+        "page": page_number,
         "page_size": page_size,
         "total_pages": math.ceil(total / page_size),
     }

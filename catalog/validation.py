@@ -18,6 +18,10 @@ FALSE_WORDS = frozenset({"false", "0", "no", "off"})
 INTEGER = re.compile(r"[+-]?\d{1,30}")
 MAX_IDS = 100
 NAME_MAX_LENGTH = 200
+MAX_SEARCH_LENGTH = 200
+MAX_SEARCH_WORDS = 10
+# Letters and digits only: whatever else is in q (tsquery operators included) only separates words.
+SEARCH_WORD = re.compile(r"[^\W_]+")
 
 
 class RequestValidationError(Exception):
@@ -93,6 +97,58 @@ class QueryReader(Collector):
             return False
         self.add(("query", name), "Input should be a valid boolean, unable to interpret input", "bool_parsing")
         return default
+
+    def choice(self, name: str, choices: tuple[str, ...], *, default: str) -> str:
+        raw = self.raw(name)
+        if raw is None or raw == "":
+            return default
+        if raw not in choices:
+            self.add(("query", name), f"Input should be one of: {', '.join(choices)}", "enum")
+            return default
+        return raw
+
+    def optional_price(self, name: str) -> float | None:
+        raw = self.raw(name)
+        if raw is None or raw == "":
+            return None
+        try:
+            value = float(raw)
+        except ValueError:
+            self.add(("query", name), "Input should be a valid number", "float_parsing")
+            return None
+        if not math.isfinite(value):
+            self.add(("query", name), "Input should be a finite number", "finite_number")
+        elif value < 0:
+            self.add(("query", name), "Input should be greater than or equal to 0", "greater_than_equal")
+        else:
+            return value
+        return None
+
+    def search(self, name: str) -> str | None:
+        """A name search as a tsquery: every word must match the start of a word of the name."""
+        raw = self.raw(name)
+        if raw is None or raw.strip() == "":
+            return None
+        if len(raw) > MAX_SEARCH_LENGTH:
+            self.add(("query", name), f"String should have at most {MAX_SEARCH_LENGTH} characters", "string_too_long")
+            return None
+        words = SEARCH_WORD.findall(raw.lower())[:MAX_SEARCH_WORDS]
+        if not words:
+            self.add(("query", name), "Search should contain a letter or a digit", "value_error")
+            return None
+        return " & ".join(f"{word}:*" for word in words)
+
+    def parts(self, name: str, allowed: frozenset[str]) -> frozenset[str]:
+        """A comma-separated subset of ``allowed``; all of them when the parameter is absent."""
+        raw = self.raw(name)
+        if raw is None:
+            return allowed
+        chosen = frozenset(part.strip() for part in raw.split(",") if part.strip())
+        unknown = chosen - allowed
+        if unknown:
+            self.add(("query", name), f"Unknown parts {sorted(unknown)}; choose from {sorted(allowed)}", "enum")
+            return allowed
+        return chosen
 
     def id_list(self, name: str) -> list[int]:
         raw = self.raw(name)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -17,7 +19,7 @@ import pytest
 from tortoise.context import TortoiseContext
 
 from catalog import queries
-from catalog.queries import ProductFilter
+from catalog.queries import SORTS, Keyset, Ordering, ProductFilter
 from catalog.seed import seed
 from config.settings import Settings
 from config.tortoise import tortoise_config
@@ -28,7 +30,8 @@ from tests.conftest import (
     drop_database,
 )
 
-PRODUCTS = 100_000
+# 100,000 in the suite; PLAN_TEST_PRODUCTS=1000000 checks the plans at a million.
+PRODUCTS = int(os.environ.get("PLAN_TEST_PRODUCTS", "100000"))
 BIG_TABLES = {"products", "reviews", "inventory"}
 
 
@@ -66,6 +69,27 @@ async def explain_statements(
         return explained
 
 
+async def deep_keys(url: str) -> dict[str, Keyset]:
+    """For each sort, the key of the active product 95% of the way through that order."""
+    connection = await asyncpg.connect(**connection_kwargs(url))
+    try:
+        active = await connection.fetchval("SELECT count(*) FROM products WHERE is_active")
+        keys = {}
+        for sort in SORTS:
+            ordering = Ordering(sort)
+            direction = "DESC" if sort.startswith("-") else "ASC"
+            columns = "id" if ordering.column == "id" else f"{ordering.column}, id"
+            row = await connection.fetchrow(
+                f"SELECT {columns} FROM products WHERE is_active"
+                f" ORDER BY {', '.join(f'{c} {direction}' for c in columns.split(', '))} OFFSET $1 LIMIT 1",
+                int(active * 0.95),
+            )
+            keys[sort] = Keyset(None if ordering.column == "id" else row[0], row["id"])
+        return keys
+    finally:
+        await connection.close()
+
+
 def hot_queries(url: str) -> dict[str, Callable[[], Awaitable[Any]]]:
     async def busiest_category() -> int:
         connection = await asyncpg.connect(**connection_kwargs(url))
@@ -78,21 +102,38 @@ def hot_queries(url: str) -> dict[str, Callable[[], Awaitable[Any]]]:
             await connection.close()
 
     category = asyncio.run(busiest_category())
-    deep = int(PRODUCTS * 0.95)
-    return {
-        "first page": lambda: queries.products_page(ProductFilter(), 20),
-        "first page of a category": lambda: queries.products_page(ProductFilter(category_id=category), 20),
-        "inactive page": lambda: queries.products_page(ProductFilter(is_active=False), 20),
-        "deep cursor page": lambda: queries.products_page(ProductFilter(), 20, after_id=deep),
-        "deep page=N": lambda: queries.products_page(ProductFilter(), 20, skip=int(PRODUCTS * 0.85)),
-        "deep page=N of a category": lambda: queries.products_page(ProductFilter(category_id=category), 20, skip=2000),
-        "count": lambda: queries.count_products(ProductFilter()),
-        "count of a category": lambda: queries.count_products(ProductFilter(category_id=category)),
-        "product by id": lambda: queries.get_product(deep),
-        "batch of 100": lambda: queries.products_by_ids(range(deep, deep + 100)),
-        "category products": lambda: queries.category_products(category),
-        "low stock": lambda: queries.low_stock_products(10),
-    }
+    deep = asyncio.run(deep_keys(url))
+    active, in_category = ProductFilter(), ProductFilter(category_id=category)
+    calls: dict[str, Callable[[], Awaitable[Any]]] = {}
+    for sort in SORTS:
+        ordering = Ordering(sort)
+        calls[f"first page, sort={sort}"] = partial(queries.products_page, active, ordering, 20)
+        calls[f"first page of a category, sort={sort}"] = partial(queries.products_page, in_category, ordering, 20)
+        calls[f"deep cursor page, sort={sort}"] = partial(queries.products_page, active, ordering, 20, after=deep[sort])
+        calls[f"page backwards, sort={sort}"] = partial(queries.products_page, active, ordering, 20, before=deep[sort])
+        calls[f"deep page=N, sort={sort}"] = partial(
+            queries.products_page, active, ordering, 20, skip=int(PRODUCTS * 0.85)
+        )
+    lean = frozenset({"category", "inventory"})
+    searching = replace(active, search="stainless:* & kettle:*")
+    calls.update({
+        "inactive page": partial(queries.products_page, ProductFilter(is_active=False), Ordering(), 20),
+        "lean page (no reviews)": partial(queries.products_page, active, Ordering("price"), 20, parts=lean),
+        "price range, sort=-price": partial(
+            queries.products_page, replace(active, min_price=100, max_price=200), Ordering("-price"), 20
+        ),
+        "name search, sort=name": partial(queries.products_page, searching, Ordering("name"), 20),
+        "name search, sort=id": partial(queries.products_page, searching, Ordering(), 20),
+        "count": partial(queries.count_products, active),
+        "count of a category": partial(queries.count_products, in_category),
+        "count of a name search": partial(queries.count_products, searching),
+        "product by id": partial(queries.get_product, deep["id"].id),
+        "batch of 100": partial(queries.products_by_ids, range(deep["id"].id, deep["id"].id + 100)),
+        "category products": partial(queries.category_products, category),
+        "low stock": partial(queries.low_stock_products, 10),
+        "reviews page": partial(queries.reviews_page, deep["id"].id, 20),
+    })
+    return calls
 
 
 def test_hot_queries_use_indexes_only(big_database_url: str) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
 from urllib.parse import urlencode
 
 import orjson
@@ -10,9 +11,15 @@ from sanic_ext import openapi
 from sanic_ext.extensions.openapi.definitions import Parameter, RequestBody, Response
 
 from catalog import cursor, queries, schemas
-from catalog.cache import ALL_PRODUCTS, Caches, Produced, category_generation, product_generation
-from catalog.queries import ProductFilter, ProductState
-from catalog.serialize import product_dict, product_list, product_page
+from catalog.cache import (
+    ALL_PRODUCTS,
+    Caches,
+    Produced,
+    category_generation,
+    product_generation,
+)
+from catalog.queries import PARTS, SORTS, Ordering, ProductFilter, ProductState
+from catalog.serialize import product_dict, product_list, product_page, review_page
 from catalog.validation import (
     QueryReader,
     RequestValidationError,
@@ -33,61 +40,124 @@ NOT_FOUND = Response({"application/json": schemas.ErrorBody}, status="404")
 PRODUCT_ID = Parameter("product_id", int, "path", required=True)
 
 
-def _next_link(request: Request, filters: ProductFilter, page_size: int, next_cursor: str) -> str:
-    params: dict[str, str | int] = {"page_size": page_size, "is_active": str(filters.is_active).lower()}
-    if filters.category_id is not None:
-        params["category_id"] = filters.category_id
-    params["cursor"] = next_cursor
-    return f"{request.scheme}://{request.host}{request.path}?{urlencode(params)}"
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    """GET /products's parameters, read and validated."""
+
+    filters: ProductFilter
+    ordering: Ordering
+    page_size: int
+    parts: frozenset[str]
+    page: int
+    position: cursor.Position | None
+
+    @classmethod
+    def read(cls, request: Request) -> ListQuery:
+        query = QueryReader(request.args)
+        page_size = query.int("page_size", default=DEFAULT_PAGE_SIZE, le=MAX_PAGE_SIZE)
+        filters = ProductFilter(
+            is_active=query.bool("is_active", default=True),
+            category_id=query.optional_int("category_id"),
+            min_price=query.optional_price("min_price"),
+            max_price=query.optional_price("max_price"),
+            search=query.search("q"),
+        )
+        if filters.min_price is not None and filters.max_price is not None and filters.min_price > filters.max_price:
+            query.add(("query", "min_price"), "min_price should not exceed max_price", "value_error")
+        ordering = Ordering(query.choice("sort", SORTS, default="id"))
+        parts = query.parts("include", PARTS)
+        page = query.int("page", default=1)
+        cursor_text = query.raw("cursor")
+        query.raise_if_any()
+        position = None
+        if cursor_text:
+            position = cursor.decode_products(request.app.ctx.cursor_secret, cursor_text, ordering, filters)
+            page = position.page
+        return cls(filters, ordering, page_size, parts, page, position)
+
+    def cache_key(self) -> str:
+        """The same for every spelling of the same query (parameter order, booleans, defaults)."""
+        f, position = self.filters, self.position
+        at = "start" if position is None else f"{'before' if position.backwards else 'after'}:{position.key}"
+        return (
+            f"/products?a={int(f.is_active)}&c={f.category_id}&min={f.min_price}&max={f.max_price}&q={f.search}"
+            f"&sort={self.ordering.sort}&n={self.page_size}&inc={','.join(sorted(self.parts))}&p={self.page}&{at}"
+        )
+
+    def link(self, request: Request, cursor_text: str) -> str:
+        params: dict[str, str | int | float] = {"page_size": self.page_size, "is_active": str(self.filters.is_active).lower()}
+        for name in ("category_id", "min_price", "max_price"):
+            if getattr(self.filters, name) is not None:
+                params[name] = getattr(self.filters, name)
+        for name in ("q", "sort", "include"):
+            if name in request.args:
+                params[name] = request.args.get(name)
+        params["cursor"] = cursor_text
+        return f"{request.scheme}://{request.host}{request.path}?{urlencode(params)}"
 
 
 @bp.get("")
 @openapi.definition(
-    summary="A page of products by id, keyset-paginated",
+    summary="A page of products, keyset-paginated in the chosen order",
     tag="products",
     parameter=[
         Parameter("page_size", int, "query", description="1..100, default 20"),
         Parameter("category_id", int, "query"),
         Parameter("is_active", bool, "query", description="default true; true/false/1/0/yes/no/on/off"),
-        Parameter("cursor", str, "query", description="X-Next-Cursor of the previous page; wins over page"),
+        Parameter("cursor", str, "query", description="X-Next-Cursor or X-Prev-Cursor of a page; wins over page"),
         Parameter("page", int, "query", description=">= 1, default 1"),
+        Parameter("sort", str, "query", description=f"one of {', '.join(SORTS)}; default id"),
+        Parameter("min_price", float, "query", description=">= 0, inclusive"),
+        Parameter("max_price", float, "query", description=">= min_price, inclusive"),
+        Parameter("q", str, "query", description="name search: every word matches the start of a word"),
+        Parameter("include", str, "query", description="parts to embed: category,inventory,reviews (default all)"),
     ],
     response=[Response({"application/json": schemas.ProductList}, status="200"), UNPROCESSABLE],
 )
 async def list_products(request: Request) -> HTTPResponse:
-    query = QueryReader(request.args)
-    page_size = query.int("page_size", default=DEFAULT_PAGE_SIZE, le=MAX_PAGE_SIZE)
-    filters = ProductFilter(
-        is_active=query.bool("is_active", default=True), category_id=query.optional_int("category_id")
-    )
-    page = query.int("page", default=1)
-    cursor_text = query.raw("cursor")
-    query.raise_if_any()
-
-    secret: bytes = request.app.ctx.cursor_secret
-    position = cursor.decode(secret, cursor_text, filters) if cursor_text else None
-    if position is not None:
-        page = position.page
+    listing = ListQuery.read(request)
     caches: Caches = request.app.ctx.caches
+    secret: bytes = request.app.ctx.cursor_secret
 
     async def produce() -> Produced:
-        if position is not None:
-            products, has_next = await queries.products_page(filters, page_size, after_id=position.after_id)
-        else:
-            products, has_next = await queries.products_page(filters, page_size, skip=(page - 1) * page_size)
-        total, exact = await caches.totals.total(filters)
+        position, page = listing.position, listing.page
+        page_read = await queries.products_page(
+            listing.filters,
+            listing.ordering,
+            listing.page_size,
+            after=position.key if position is not None and not position.backwards else None,
+            before=position.key if position is not None and position.backwards else None,
+            skip=(page - 1) * listing.page_size if position is None else 0,
+            parts=listing.parts,
+        )
+        total, exact = await caches.totals.total(listing.filters)
+        products = page_read.products
+        backwards = position is not None and position.backwards
+        has_next = bool(products) if backwards else page_read.has_more
+        has_prev = bool(products) and (page_read.has_more if backwards else page > 1)
         headers: dict[str, str] = {}
+        links = []
         if has_next:
-            next_position = cursor.Position(after_id=products[-1].id, page=page + 1)
-            next_cursor = cursor.encode(secret, next_position, filters)
+            next_cursor = cursor.encode_products(
+                secret, cursor.Position(listing.ordering.key(products[-1]), page + 1), listing.ordering, listing.filters
+            )
             headers["X-Next-Cursor"] = next_cursor
-            headers["Link"] = f'<{_next_link(request, filters, page_size, next_cursor)}>; rel="next"'
+            links.append(f'<{listing.link(request, next_cursor)}>; rel="next"')
+        if has_prev:
+            previous = cursor.Position(listing.ordering.key(products[0]), page - 1, backwards=True)
+            prev_cursor = cursor.encode_products(secret, previous, listing.ordering, listing.filters)
+            headers["X-Prev-Cursor"] = prev_cursor
+            links.append(f'<{listing.link(request, prev_cursor)}>; rel="prev"')
+        # The contract has no Link on the last page (clients test for it), so rel="prev" rides along only
+        # with rel="next"; X-Prev-Cursor is on every page but the first.
+        if has_next:
+            headers["Link"] = ", ".join(links)
+        body = product_page(page_read, total=total, page_number=page, page_size=listing.page_size, parts=listing.parts)
         # A page whose total is only an estimate is not kept: the exact count is on its way.
-        return Produced(product_page(products, total=total, page=page, page_size=page_size), headers, exact)
+        return Produced(body, headers, exact)
 
-    start = f"after={position.after_id}" if position is not None else "from=start"
-    key = f"/products?c={filters.category_id}&a={int(filters.is_active)}&n={page_size}&p={page}&{start}"
-    return await caches.responses.serve(request, key, [_list_generation(filters)], produce)
+    dependencies = [_list_generation(listing.filters)]
+    return await caches.responses.serve(request, listing.cache_key(), dependencies, produce)
 
 
 def _list_generation(filters: ProductFilter) -> str:
@@ -133,6 +203,47 @@ async def get_product(request: Request, product_id: str) -> HTTPResponse:
         return Produced(product_dict(product))
 
     key = f"/products/{identifier}"
+    return await request.app.ctx.caches.responses.serve(request, key, [product_generation(identifier)], produce)
+
+
+@bp.get("/<product_id:str>/reviews")
+@openapi.definition(
+    summary="One product's reviews, newest first, keyset-paginated",
+    tag="products",
+    parameter=[
+        PRODUCT_ID,
+        Parameter("page_size", int, "query", description="1..100, default 20"),
+        Parameter("cursor", str, "query", description="X-Next-Cursor of the previous page"),
+    ],
+    response=[Response({"application/json": schemas.ReviewList}, status="200"), NOT_FOUND, UNPROCESSABLE],
+)
+async def product_reviews(request: Request, product_id: str) -> HTTPResponse:
+    identifier = path_int("product_id", product_id)
+    query = QueryReader(request.args)
+    page_size = query.int("page_size", default=DEFAULT_PAGE_SIZE, le=MAX_PAGE_SIZE)
+    cursor_text = query.raw("cursor")
+    query.raise_if_any()
+    secret: bytes = request.app.ctx.cursor_secret
+    position = cursor.decode_reviews(secret, cursor_text, identifier) if cursor_text else None
+    page = position.page if position is not None else 1
+
+    async def produce() -> Produced:
+        if not await queries.product_exists(identifier):
+            return Produced({"detail": PRODUCT_NOT_FOUND}, status=404)
+        after = position.key if position is not None else None
+        reviews, has_next = await queries.reviews_page(identifier, page_size, after=after)
+        total = await queries.count_reviews(identifier)
+        headers: dict[str, str] = {}
+        if has_next:
+            next_key = queries.REVIEW_ORDER.key(reviews[-1])
+            next_cursor = cursor.encode_reviews(secret, identifier, cursor.Position(next_key, page + 1))
+            headers["X-Next-Cursor"] = next_cursor
+            url = f"{request.scheme}://{request.host}{request.path}?{urlencode({'page_size': page_size, 'cursor': next_cursor})}"
+            headers["Link"] = f'<{url}>; rel="next"'
+        return Produced(review_page(reviews, total=total, page_number=page, page_size=page_size), headers)
+
+    at = "start" if position is None else f"{position.key}"
+    key = f"/products/{identifier}/reviews?n={page_size}&p={page}&{at}"
     return await request.app.ctx.caches.responses.serve(request, key, [product_generation(identifier)], produce)
 
 
