@@ -443,7 +443,13 @@ class ProductTotals:
         self.tasks: dict[str, asyncio.Task] = {}
 
     async def total(self, filters: ProductFilter) -> tuple[int, bool]:
-        """The total, and whether it is exact."""
+        """The total, and whether it is exact.
+
+        Counts under a price range or a name search are not kept: writes could move products in or out
+        of them without the count being told. Their pages are cached whole, total included.
+        """
+        if filters.narrowed:
+            return await queries.count_products(filters), True
         name = count_name(filters)
         read = await self.cache.read_count(name)
         if read is not None and read.value is not None:

@@ -16,8 +16,8 @@ import asyncpg
 from tortoise import Tortoise
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
-from tortoise.expressions import F, Subquery
-from tortoise.functions import Avg, Count
+from tortoise.expressions import F, Q, Subquery
+from tortoise.functions import Count, Sum
 from tortoise.query_utils import Prefetch
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
@@ -112,8 +112,9 @@ class Ordering:
         if self.column == "id":
             return queryset.filter(id__lt=key.id) if descending else queryset.filter(id__gt=key.id)
         bound, passed = ("lte", "gte") if descending else ("gte", "lte")
-        return queryset.filter(**{f"{self.column}__{bound}": key.value}).exclude(
-            **{self.column: key.value, f"id__{passed}": key.id}
+        # ~Q(a, b) is NOT (a AND b); Tortoise's exclude(a=, b=) would negate each on its own.
+        return queryset.filter(
+            Q(**{f"{self.column}__{bound}": key.value}), ~Q(**{self.column: key.value, f"id__{passed}": key.id})
         )
 
 
@@ -182,16 +183,19 @@ async def products_page(
 
 
 async def review_stats(product_ids: list[int]) -> dict[int, ReviewStats]:
-    """Review count and average rating per product, aggregated in SQL (one IN query)."""
+    """Review count and average rating per product, aggregated in SQL (one IN query).
+
+    Sum and count rather than Avg: Tortoise casts an average of an integer column back to an integer.
+    """
     if not product_ids:
         return {}
     rows = await (
         Review.filter(product_id__in=product_ids)
         .group_by("product_id")
-        .annotate(count=Count("id"), average=Avg("rating"))
-        .values("product_id", "count", "average")
+        .annotate(count=Count("id"), total=Sum("rating"))
+        .values("product_id", "count", "total")
     )
-    return {row["product_id"]: ReviewStats(row["count"], float(row["average"])) for row in rows}
+    return {row["product_id"]: ReviewStats(row["count"], row["total"] / row["count"]) for row in rows}
 
 
 REVIEW_ORDER = Ordering("-created_at")  # newest first
