@@ -10,7 +10,6 @@ import orjson
 import pytest
 
 from catalog.cache import (
-    ProductTotals,
     RedisBackend,
     ResilientCache,
     count_name,
