@@ -90,6 +90,7 @@ class Backend(Protocol):
     async def read_count(self, name: str) -> CountRead: ...
     async def write_count(self, name: str, value: int, version: str) -> None: ...
     async def forget_everything(self) -> None: ...
+    async def ping(self) -> None: ...
     async def close(self) -> None: ...
 
 
@@ -191,6 +192,9 @@ class RedisBackend:
     async def forget_everything(self) -> None:
         await self.client.incr(self.epoch)
 
+    async def ping(self) -> None:
+        await self.client.ping()
+
     async def close(self) -> None:
         await self.client.aclose()
 
@@ -252,6 +256,9 @@ class MemoryBackend:
 
     async def forget_everything(self) -> None:
         self.entries.clear()
+
+    async def ping(self) -> None:
+        """Always there: it is this process."""
 
     async def close(self) -> None:
         self.entries.clear()
@@ -337,6 +344,14 @@ class ResilientCache:
             self.open_until = 0.0
             logger.info("%s back: dropped the entries a write could not invalidate", self.name)
             return
+
+    async def ping(self) -> str:
+        """The backend's state for a readiness probe, asked directly (the breaker does not answer it)."""
+        try:
+            await self.backend.ping()
+        except REDIS_FAILURES as error:
+            return f"unavailable: {error.__class__.__name__}"
+        return "ok"
 
     async def close(self) -> None:
         if self._epoch_task is not None:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import re
 import struct
+import uuid
 from dataclasses import dataclass, field
 from time import perf_counter
 
@@ -23,6 +25,7 @@ from config.settings import Settings
 
 access_logger = logging.getLogger("catalog.access")
 JSON_TYPE = "application/json"
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def accepts_gzip(header: str | None) -> bool:
@@ -126,6 +129,7 @@ class Representation:
 def setup_http(app: Sanic, settings: Settings) -> None:
     @app.on_request(priority=100)
     async def start_timing(request: Request) -> None:
+        request.ctx.request_id = request_id(request.headers.get("x-request-id"))
         request.ctx.started = perf_counter()
         request.ctx.stats = start_request_stats()
         request.ctx.cache = "-"
@@ -157,11 +161,19 @@ def _vary_on_encoding(response: HTTPResponse) -> None:
         response.headers["Vary"] = ", ".join(["Accept-Encoding", *vary])
 
 
+def request_id(given: str | None) -> str:
+    """The caller's X-Request-ID when it is a sane token (it goes into logs and headers), else a new one."""
+    if given is not None and REQUEST_ID.fullmatch(given):
+        return given
+    return uuid.uuid4().hex
+
+
 def log_timing(request: Request, response: HTTPResponse, settings: Settings) -> None:
     """One log line per request, and Server-Timing so a browser's devtools show where time went."""
     started = getattr(request.ctx, "started", None)
     if started is None:  # failed before the request middleware ran (e.g. malformed request line)
         return
+    response.headers["X-Request-ID"] = request.ctx.request_id
     elapsed_ms = (perf_counter() - started) * 1000
     stats = request.ctx.stats
     db_ms, cache_ms = stats.db_seconds * 1000, stats.cache_seconds * 1000
@@ -172,7 +184,7 @@ def log_timing(request: Request, response: HTTPResponse, settings: Settings) -> 
     slow = elapsed_ms > settings.slow_request_ms
     access_logger.log(
         logging.WARNING if slow else logging.INFO,
-        "%s %s %d %.1fms sql=%d db=%.1fms cache=%s %.1fms%s",
+        "%s %s %d %.1fms sql=%d db=%.1fms cache=%s %.1fms id=%s%s",
         request.method, request.path, response.status, elapsed_ms, stats.statements, db_ms,
-        request.ctx.cache, cache_ms, " SLOW" if slow else "",
+        request.ctx.cache, cache_ms, request.ctx.request_id, " SLOW" if slow else "",
     )

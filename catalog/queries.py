@@ -229,6 +229,10 @@ async def estimate_products(filters: ProductFilter) -> int:
     return int(json.loads(plan[0][0])[0]["Plan"]["Plan Rows"])
 
 
+async def ping() -> None:
+    await Tortoise.get_connection("default").execute_query("SELECT 1")
+
+
 async def products_table_rows() -> float:
     """PostgreSQL's statistics of the products table's size (-1 before its first ANALYZE)."""
     _, rows = await Tortoise.get_connection("default").execute_query(

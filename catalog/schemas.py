@@ -116,3 +116,12 @@ class ErrorBody:
 @dataclass
 class Health:
     status: str
+
+
+@openapi.component
+@dataclass
+class Readiness:
+    status: str
+    postgres: str
+    cache: str
+    cache_backend: str

@@ -18,6 +18,8 @@ FALSE_WORDS = frozenset({"false", "0", "no", "off"})
 INTEGER = re.compile(r"[+-]?\d{1,30}")
 MAX_IDS = 100
 NAME_MAX_LENGTH = 200
+# PostgreSQL text cannot hold NUL characters: refused here rather than failing in the database.
+NUL_MESSAGE = "String should not contain NUL characters"
 MAX_SEARCH_LENGTH = 200
 MAX_SEARCH_WORDS = 10
 # Letters and digits only: whatever else is in q (tsquery operators included) only separates words.
@@ -196,6 +198,8 @@ def product_fields(body: Any, *, partial: bool) -> dict[str, Any]:
         elif not 1 <= len(name) <= NAME_MAX_LENGTH:
             kind = "string_too_short" if not name else "string_too_long"
             errors.add(("body", "name"), f"String should have 1 to {NAME_MAX_LENGTH} characters", kind)
+        elif "\x00" in name:
+            errors.add(("body", "name"), NUL_MESSAGE, "string_pattern_mismatch")
         else:
             fields["name"] = name
     elif not partial:
@@ -205,6 +209,8 @@ def product_fields(body: Any, *, partial: bool) -> dict[str, Any]:
         description = body["description"]
         if description is not None and not isinstance(description, str):
             errors.add(("body", "description"), "Input should be a valid string", "string_type")
+        elif description is not None and "\x00" in description:
+            errors.add(("body", "description"), NUL_MESSAGE, "string_pattern_mismatch")
         else:
             fields["description"] = description
 

@@ -182,3 +182,18 @@ def test_head_is_never_compressed(client, db: Database) -> None:
         db.product(f"A product with a name long enough {i}", description="x" * 100)
     _, response = client.head("/products", headers={"accept-encoding": "gzip"})
     assert response.status == 200 and "content-encoding" not in response.headers and response.headers["etag"]
+
+
+def test_every_response_carries_a_request_id(client, db: Database) -> None:
+    _, response = client.get("/health", headers={"x-request-id": "abc-123.x:y"})
+    assert response.headers["x-request-id"] == "abc-123.x:y"
+    _, generated = client.get("/no/such/route")
+    assert generated.status == 404 and len(generated.headers["x-request-id"]) == 32
+    _, forged = client.get("/health", headers={"x-request-id": "evil value\twith spaces" + "x" * 200})
+    assert " " not in forged.headers["x-request-id"] and len(forged.headers["x-request-id"]) == 32
+
+
+def test_readiness_reports_postgres_and_cache(client, db: Database) -> None:
+    _, response = client.get("/health/ready")
+    assert response.status == 200
+    assert response.json == {"status": "ready", "postgres": "ok", "cache": "ok", "cache_backend": "Redis"}

@@ -172,3 +172,38 @@ def test_injection_strings_are_data_not_sql(client, db: Database) -> None:
     _, response = post_raw(client, orjson.dumps({"name": payload, "price": 1}))
     assert response.status == 201 and response.json["name"] == payload
     assert db.fetchval("SELECT count(*) FROM products") == 1
+
+
+@pytest.mark.parametrize("field", ["name", "description"])
+def test_nul_characters_are_refused_not_a_database_error(client, db: Database, field: str) -> None:
+    body = {"name": "ok", "price": 1, field: "bad\x00value"}
+    _, response = post_raw(client, orjson.dumps(body))
+    assert_422(response, ["body", field])
+    product = db.product("Kettle")
+    _, response = client.put(f"/products/{product}", content=orjson.dumps({field: "\x00"}))
+    assert_422(response, ["body", field])
+    assert db.fetchval("SELECT count(*) FROM products") == 1
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"]
+)
+def test_bodies_that_are_not_json_get_415(client, db: Database, content_type: str) -> None:
+    _, response = client.post("/products", content=b'{"name": "x", "price": 1}', headers={"content-type": content_type})
+    assert response.status == 415 and response.json == {"detail": "Request body must be application/json"}
+    _, response = client.post(
+        "/products", content=b'{"name": "x", "price": 1}', headers={"content-type": "application/json; charset=utf-8"}
+    )
+    assert response.status == 201
+    assert db.fetchval("SELECT count(*) FROM products") == 1
+
+
+def test_unicode_and_duplicate_parameters(client, db: Database) -> None:
+    _, response = post_raw(client, orjson.dumps({"name": "Teekessel ☕ 日本", "price": 1}))
+    assert response.status == 201 and response.json["name"] == "Teekessel ☕ 日本"
+    _, response = client.get("/products?page_size=1&page_size=abc")
+    assert response.status == 200 and response.json["page_size"] == 1  # the first of a repeated parameter counts
+    _, response = client.get("/products?category_id=%00")
+    assert_422(response, ["query", "category_id"])
+    _, response = client.get("/products/1%00")
+    assert_422(response, ["path", "product_id"])

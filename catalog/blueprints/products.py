@@ -5,7 +5,7 @@ from urllib.parse import urlencode
 
 import orjson
 from sanic import Blueprint, HTTPResponse, Request
-from sanic.exceptions import NotFound
+from sanic.exceptions import NotFound, SanicException
 from sanic.response import empty, json
 from sanic_ext import openapi
 from sanic_ext.extensions.openapi.definitions import Parameter, RequestBody, Response
@@ -30,6 +30,11 @@ from catalog.validation import (
 )
 
 bp = Blueprint("products", url_prefix="/products")
+
+
+class UnsupportedMediaType(SanicException):
+    status_code = 415
+    quiet = True
 
 PRODUCT_NOT_FOUND = "Product not found"
 DEFAULT_PAGE_SIZE = 20
@@ -248,6 +253,9 @@ async def product_reviews(request: Request, product_id: str) -> HTTPResponse:
 
 
 def _json_body(request: Request) -> object:
+    media_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise UnsupportedMediaType("Request body must be application/json")
     try:
         return orjson.loads(request.body or b"")
     except orjson.JSONDecodeError as error:
