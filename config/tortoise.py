@@ -20,7 +20,13 @@ def tortoise_config(database_url: str, settings: Settings | None = None) -> dict
         timeout=settings.db_connect_timeout,
         command_timeout=settings.db_command_timeout,
         acquire_timeout=settings.db_acquire_timeout,
-        server_settings={"random_page_cost": str(settings.db_random_page_cost)},
+        server_settings={
+            "random_page_cost": str(settings.db_random_page_cost),
+            # A merge join of a keyset page with inventory walks inventory's index from its first entry
+            # up to the page (300 ms for a page deep in 1,000,000 products, against 0.3 ms as a nested
+            # loop): the planner cannot carry the page's id bound over to the joined table.
+            "enable_mergejoin": "off",
+        },
     )
     return {
         "connections": {"default": {"engine": "catalog.db_engine", "credentials": credentials}},

@@ -145,6 +145,7 @@ def test_hot_queries_use_indexes_only(big_database_url: str) -> None:
             report.append(f"{name}: " + ", ".join(sorted({f"{n} on {r}" if r else n for n, r in nodes})))
             sequential = [relation for node, relation in nodes if node == "Seq Scan" and relation in BIG_TABLES]
             assert not sequential, f"{name}: sequential scan of {sequential} in {sql}"
+            assert "Merge Join" not in {node for node, _ in nodes}, f"{name}: merge join in {sql}"
             scans = {node for node, relation in nodes if relation in BIG_TABLES}
             assert scans <= {"Index Scan", "Index Only Scan", "Bitmap Heap Scan"}, (name, scans)
     print("\n".join(report))
