@@ -30,13 +30,19 @@ from tests.conftest import (
     drop_database,
 )
 
-# 100,000 in the suite; PLAN_TEST_PRODUCTS=1000000 checks the plans at a million.
+# 100,000 in the suite; PLAN_TEST_PRODUCTS=1000000 (with PLAN_TEST_DATABASE_URL naming a database seeded
+# that large, e.g. by benchmarks/browse.py) checks the plans at a million.
 PRODUCTS = int(os.environ.get("PLAN_TEST_PRODUCTS", "100000"))
 BIG_TABLES = {"products", "reviews", "inventory"}
 
 
 @pytest.fixture(scope="module")
 def big_database_url(postgres_server_url: str) -> Iterator[str]:
+    """A seeded catalog: made for the run, or PLAN_TEST_DATABASE_URL's (already migrated and seeded)."""
+    given = os.environ.get("PLAN_TEST_DATABASE_URL")
+    if given:
+        yield given
+        return
     url = create_database(postgres_server_url, "catalog_plans")
     asyncio.run(seed(url, PRODUCTS, progress=False))
     yield url
