@@ -14,7 +14,7 @@ import orjson
 from sanic import Sanic
 from sanic_ext import Extend
 
-from catalog import blueprints
+from catalog import blueprints, schemas
 from catalog.cache import open_caches
 from catalog.db import close_database, open_database, warn_if_pool_exceeds_server
 from catalog.errors import JSONErrorHandler
@@ -54,6 +54,7 @@ def create_app(*, settings: Settings | None = None) -> Sanic:
     app.ctx.cursor_secret = settings.secret_key.encode()
     Extend(app)
     app.ext.openapi.describe("Catalog API", version="1.0.0", description="Product catalog for the web frontend.")
+    app.ext.openapi.raw({"components": {"schemas": schemas.COMPONENTS}})
 
     for blueprint in blueprints.ALL:
         app.blueprint(blueprint)

@@ -9,6 +9,7 @@ import math
 import re
 from typing import Any
 
+from sanic import Request
 from sanic.request import RequestParameters
 
 from catalog.queries import MAX_DB_ID
@@ -68,18 +69,22 @@ class Collector:
 
 
 class QueryReader(Collector):
-    """Typed access to query parameters; a parameter given twice counts by its first value."""
+    """Typed access to query parameters; a parameter given twice counts by its first value.
 
-    def __init__(self, args: RequestParameters) -> None:
+    An empty typed parameter (``?page_size=``) is invalid, as it always was for this API's clients;
+    empty ``cursor`` and ``q`` mean none, and an empty ``include`` means no optional parts.
+    """
+
+    def __init__(self, request: Request) -> None:
         super().__init__()
-        self.args = args
+        self.args: RequestParameters = request.get_args(keep_blank_values=True)
 
     def raw(self, name: str) -> str | None:
         return self.args.get(name)
 
     def optional_int(self, name: str, *, ge: int = 1, le: int = MAX_DB_ID) -> int | None:
         raw = self.raw(name)
-        if raw is None or raw == "":
+        if raw is None:
             return None
         return self.bounded_int(("query", name), raw, ge=ge, le=le)
 
@@ -90,7 +95,7 @@ class QueryReader(Collector):
 
     def bool(self, name: str, *, default: bool) -> bool:
         raw = self.raw(name)
-        if raw is None or raw == "":
+        if raw is None:
             return default
         word = raw.strip().lower()
         if word in TRUE_WORDS:
@@ -102,7 +107,7 @@ class QueryReader(Collector):
 
     def choice(self, name: str, choices: tuple[str, ...], *, default: str) -> str:
         raw = self.raw(name)
-        if raw is None or raw == "":
+        if raw is None:
             return default
         if raw not in choices:
             self.add(("query", name), f"Input should be one of: {', '.join(choices)}", "enum")
@@ -111,7 +116,7 @@ class QueryReader(Collector):
 
     def optional_price(self, name: str) -> float | None:
         raw = self.raw(name)
-        if raw is None or raw == "":
+        if raw is None:
             return None
         try:
             value = float(raw)

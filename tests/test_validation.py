@@ -207,3 +207,16 @@ def test_unicode_and_duplicate_parameters(client, db: Database) -> None:
     assert_422(response, ["query", "category_id"])
     _, response = client.get("/products/1%00")
     assert_422(response, ["path", "product_id"])
+
+
+@pytest.mark.parametrize("name", ["page_size", "page", "category_id", "is_active", "sort", "min_price", "max_price"])
+def test_an_empty_typed_parameter_is_invalid(client, db: Database, name: str) -> None:
+    _, response = client.get(f"/products?{name}=")
+    assert_422(response, ["query", name])
+
+
+def test_empty_cursor_and_search_mean_none(client, db: Database) -> None:
+    product = db.product("Kettle")
+    for query in ("cursor=", "q=", "q=%20"):
+        _, response = client.get(f"/products?{query}")
+        assert response.status == 200 and [item["id"] for item in response.json["items"]] == [product], query

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from sanic import Blueprint, HTTPResponse, Request
 from sanic_ext import openapi
+from sanic_ext.extensions.openapi.types import Array
 
 from catalog import queries, schemas
 from catalog.cache import CATEGORIES, Produced, category_generation
@@ -12,8 +13,7 @@ bp = Blueprint("categories", url_prefix="/categories")
 
 
 @bp.get("")
-@openapi.definition(summary="All categories, by id", tag="categories",
-                    response={"application/json": list[schemas.Category]})
+@openapi.definition(summary="All categories, by id", tag="categories", response=schemas.ok(Array(schemas.ref("Category"))))
 async def list_categories(request: Request) -> HTTPResponse:
     async def produce() -> Produced:
         return Produced([category_dict(category) for category in await queries.categories()])
@@ -25,11 +25,8 @@ async def list_categories(request: Request) -> HTTPResponse:
 @openapi.definition(
     summary="Every product of a category (active and inactive), by id; [] for an unknown category",
     tag="categories",
-    parameter=openapi.definitions.Parameter("category_id", int, "path", required=True),
-    response=[
-        openapi.definitions.Response({"application/json": list[schemas.Product]}, status="200"),
-        openapi.definitions.Response({"application/json": schemas.ValidationErrorBody}, status="422"),
-    ],
+    parameter=schemas.path_id("category_id"),
+    response=[schemas.ok(Array(schemas.ref("Product"))), schemas.UNPROCESSABLE],
 )
 async def category_products(request: Request, category_id: str) -> HTTPResponse:
     identifier = path_int("category_id", category_id)

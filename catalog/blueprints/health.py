@@ -15,7 +15,7 @@ READY_TIMEOUT_S = 2.0
 
 
 @bp.get("")
-@openapi.definition(summary="Liveness", tag="health", response={"application/json": schemas.Health})
+@openapi.definition(summary="Liveness", tag="health", response=schemas.ok(schemas.ref("Health")))
 async def health(request: Request) -> HTTPResponse:
     return json({"status": "healthy"})
 
@@ -24,10 +24,7 @@ async def health(request: Request) -> HTTPResponse:
 @openapi.definition(
     summary="Readiness: PostgreSQL and the cache, each reported on its own",
     tag="health",
-    response=[
-        openapi.definitions.Response({"application/json": schemas.Readiness}, status="200"),
-        openapi.definitions.Response({"application/json": schemas.Readiness}, status="503"),
-    ],
+    response=[schemas.ok(schemas.ref("Readiness")), schemas.ok(schemas.ref("Readiness"), status=503)],
 )
 async def ready(request: Request) -> HTTPResponse:
     """503 only when PostgreSQL is unreachable: without the cache the service is slower, not down."""

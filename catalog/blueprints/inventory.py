@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from sanic import Blueprint, HTTPResponse, Request
 from sanic_ext import openapi
+from sanic_ext.extensions.openapi.types import Array, Integer
 
 from catalog import queries, schemas
 from catalog.cache import ALL_PRODUCTS, Produced
@@ -15,14 +16,11 @@ bp = Blueprint("inventory", url_prefix="/inventory")
 @openapi.definition(
     summary="Products whose available stock (quantity - reserved) is below the threshold, by id",
     tag="inventory",
-    parameter=openapi.definitions.Parameter("threshold", int, "query", description="int >= 1, default 10"),
-    response=[
-        openapi.definitions.Response({"application/json": list[schemas.Product]}, status="200"),
-        openapi.definitions.Response({"application/json": schemas.ValidationErrorBody}, status="422"),
-    ],
+    parameter=schemas.query("threshold", Integer(minimum=1), "default 10"),
+    response=[schemas.ok(Array(schemas.ref("Product"))), schemas.UNPROCESSABLE],
 )
 async def low_stock(request: Request) -> HTTPResponse:
-    query = QueryReader(request.args)
+    query = QueryReader(request)
     threshold = query.int("threshold", default=10)
     query.raise_if_any()
 

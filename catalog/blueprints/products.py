@@ -8,7 +8,8 @@ from sanic import Blueprint, HTTPResponse, Request
 from sanic.exceptions import NotFound, SanicException
 from sanic.response import empty, json
 from sanic_ext import openapi
-from sanic_ext.extensions.openapi.definitions import Parameter, RequestBody, Response
+from sanic_ext.extensions.openapi.definitions import Response
+from sanic_ext.extensions.openapi.types import Array, Float, Integer, String
 
 from catalog import cursor, queries, schemas
 from catalog.cache import (
@@ -36,13 +37,14 @@ class UnsupportedMediaType(SanicException):
     status_code = 415
     quiet = True
 
+
+UNSUPPORTED = schemas.error(415, "The body is not application/json")
+
 PRODUCT_NOT_FOUND = "Product not found"
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 
-UNPROCESSABLE = Response({"application/json": schemas.ValidationErrorBody}, status="422")
-NOT_FOUND = Response({"application/json": schemas.ErrorBody}, status="404")
-PRODUCT_ID = Parameter("product_id", int, "path", required=True)
+PRODUCT_ID = schemas.path_id("product_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +60,7 @@ class ListQuery:
 
     @classmethod
     def read(cls, request: Request) -> ListQuery:
-        query = QueryReader(request.args)
+        query = QueryReader(request)
         page_size = query.int("page_size", default=DEFAULT_PAGE_SIZE, le=MAX_PAGE_SIZE)
         filters = ProductFilter(
             is_active=query.bool("is_active", default=True),
@@ -94,9 +96,10 @@ class ListQuery:
         for name in ("category_id", "min_price", "max_price"):
             if getattr(self.filters, name) is not None:
                 params[name] = getattr(self.filters, name)
+        given = request.get_args(keep_blank_values=True)
         for name in ("q", "sort", "include"):
-            if name in request.args:
-                params[name] = request.args.get(name)
+            if name in given:
+                params[name] = given.get(name)
         params["cursor"] = cursor_text
         return f"{request.scheme}://{request.host}{request.path}?{urlencode(params)}"
 
@@ -106,18 +109,18 @@ class ListQuery:
     summary="A page of products, keyset-paginated in the chosen order",
     tag="products",
     parameter=[
-        Parameter("page_size", int, "query", description="1..100, default 20"),
-        Parameter("category_id", int, "query"),
-        Parameter("is_active", bool, "query", description="default true; true/false/1/0/yes/no/on/off"),
-        Parameter("cursor", str, "query", description="X-Next-Cursor or X-Prev-Cursor of a page; wins over page"),
-        Parameter("page", int, "query", description=">= 1, default 1"),
-        Parameter("sort", str, "query", description=f"one of {', '.join(SORTS)}; default id"),
-        Parameter("min_price", float, "query", description=">= 0, inclusive"),
-        Parameter("max_price", float, "query", description=">= min_price, inclusive"),
-        Parameter("q", str, "query", description="name search: every word matches the start of a word"),
-        Parameter("include", str, "query", description="parts to embed: category,inventory,reviews (default all)"),
+        schemas.PAGE_SIZE,
+        schemas.query("category_id", Integer(minimum=1)),
+        schemas.query("is_active", String(enum=["true", "false", "1", "0", "yes", "no", "on", "off"]), "default true"),
+        schemas.query("cursor", String(), "X-Next-Cursor or X-Prev-Cursor of a page; wins over page"),
+        schemas.query("page", Integer(minimum=1), "default 1"),
+        schemas.query("sort", String(enum=list(SORTS)), "default id"),
+        schemas.query("min_price", Float(minimum=0), "inclusive"),
+        schemas.query("max_price", Float(minimum=0), "inclusive; not below min_price"),
+        schemas.query("q", String(maxLength=200), "name search: every word matches the start of a word"),
+        schemas.query("include", String(), "parts to embed, comma-separated: category, inventory, reviews (default all)"),
     ],
-    response=[Response({"application/json": schemas.ProductList}, status="200"), UNPROCESSABLE],
+    response=[schemas.ok(schemas.ref("ProductList")), schemas.UNPROCESSABLE],
 )
 async def list_products(request: Request) -> HTTPResponse:
     listing = ListQuery.read(request)
@@ -175,11 +178,11 @@ def _list_generation(filters: ProductFilter) -> str:
 @openapi.definition(
     summary="Products by id, in the order given; absent ids left out",
     tag="products",
-    parameter=Parameter("ids", str, "query", required=True, description="1..100 comma-separated ids"),
-    response=[Response({"application/json": list[schemas.Product]}, status="200"), UNPROCESSABLE],
+    parameter=schemas.query("ids", String(pattern=r"^\s*\d+\s*(,\s*\d+\s*){0,99}$"), "1..100 comma-separated ids", True),
+    response=[schemas.ok(Array(schemas.ref("Product"))), schemas.UNPROCESSABLE],
 )
 async def batch(request: Request) -> HTTPResponse:
-    query = QueryReader(request.args)
+    query = QueryReader(request)
     ids = query.id_list("ids")
     query.raise_if_any()
 
@@ -196,7 +199,7 @@ async def batch(request: Request) -> HTTPResponse:
     summary="One product, active or not",
     tag="products",
     parameter=PRODUCT_ID,
-    response=[Response({"application/json": schemas.Product}, status="200"), NOT_FOUND, UNPROCESSABLE],
+    response=[schemas.ok(schemas.ref("Product")), schemas.NOT_FOUND, schemas.UNPROCESSABLE],
 )
 async def get_product(request: Request, product_id: str) -> HTTPResponse:
     identifier = path_int("product_id", product_id)
@@ -215,16 +218,12 @@ async def get_product(request: Request, product_id: str) -> HTTPResponse:
 @openapi.definition(
     summary="One product's reviews, newest first, keyset-paginated",
     tag="products",
-    parameter=[
-        PRODUCT_ID,
-        Parameter("page_size", int, "query", description="1..100, default 20"),
-        Parameter("cursor", str, "query", description="X-Next-Cursor of the previous page"),
-    ],
-    response=[Response({"application/json": schemas.ReviewList}, status="200"), NOT_FOUND, UNPROCESSABLE],
+    parameter=[PRODUCT_ID, schemas.PAGE_SIZE, schemas.query("cursor", String(), "X-Next-Cursor of the previous page")],
+    response=[schemas.ok(schemas.ref("ReviewList")), schemas.NOT_FOUND, schemas.UNPROCESSABLE],
 )
 async def product_reviews(request: Request, product_id: str) -> HTTPResponse:
     identifier = path_int("product_id", product_id)
-    query = QueryReader(request.args)
+    query = QueryReader(request)
     page_size = query.int("page_size", default=DEFAULT_PAGE_SIZE, le=MAX_PAGE_SIZE)
     cursor_text = query.raw("cursor")
     query.raise_if_any()
@@ -266,8 +265,8 @@ def _json_body(request: Request) -> object:
 @openapi.definition(
     summary="Create a product",
     tag="products",
-    body=RequestBody({"application/json": schemas.ProductCreate}, required=True),
-    response=[Response({"application/json": schemas.Product}, status="201"), UNPROCESSABLE],
+    body=schemas.body("ProductCreate"),
+    response=[schemas.ok(schemas.ref("Product"), status=201), schemas.UNPROCESSABLE, UNSUPPORTED],
 )
 async def create_product(request: Request) -> HTTPResponse:
     fields = product_fields(_json_body(request), partial=False)
@@ -287,8 +286,8 @@ async def create_product(request: Request) -> HTTPResponse:
     summary="Change any subset of name, description, price, category_id, is_active",
     tag="products",
     parameter=PRODUCT_ID,
-    body=RequestBody({"application/json": schemas.ProductUpdate}, required=True),
-    response=[Response({"application/json": schemas.Product}, status="200"), NOT_FOUND, UNPROCESSABLE],
+    body=schemas.body("ProductUpdate"),
+    response=[schemas.ok(schemas.ref("Product")), schemas.NOT_FOUND, schemas.UNPROCESSABLE, UNSUPPORTED],
 )
 async def update_product(request: Request, product_id: str) -> HTTPResponse:
     identifier = path_int("product_id", product_id)
@@ -311,7 +310,7 @@ async def update_product(request: Request, product_id: str) -> HTTPResponse:
     summary="Delete a product with its reviews and inventory",
     tag="products",
     parameter=PRODUCT_ID,
-    response=[Response(None, status="204"), NOT_FOUND, UNPROCESSABLE],
+    response=[Response({}, status="204", description="Deleted, with its reviews and inventory"), schemas.NOT_FOUND, schemas.UNPROCESSABLE],
 )
 async def delete_product(request: Request, product_id: str) -> HTTPResponse:
     identifier = path_int("product_id", product_id)
