@@ -22,15 +22,30 @@ from catalog.http import setup_http
 from config.settings import Settings, masked_url
 
 
+class OneLineFormatter(logging.Formatter):
+    """For libraries that log expected failures (PostgreSQL down) with a traceback: the error on one line."""
+
+    def formatException(self, exc_info) -> str:  # noqa: N802 (logging's name)
+        return repr(exc_info[1])
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).replace("\n", " | ")
+
+
+LOG_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
+
+
 def configure_logging() -> None:
-    """The service's own loggers (catalog.*); Sanic configures and prints its own."""
-    logger = logging.getLogger("catalog")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
-        logger.propagate = False
-    logger.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
+    """The service's own loggers (catalog.*) and asyncpg's; Sanic configures and prints its own."""
+    level = os.environ.get("LOG_LEVEL", "INFO").upper()
+    for name, formatter in (("catalog", logging.Formatter(LOG_FORMAT)), ("asyncpg", OneLineFormatter(LOG_FORMAT))):
+        logger = logging.getLogger(name)
+        if not logger.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(formatter)
+            logger.addHandler(handler)
+            logger.propagate = False
+        logger.setLevel(level)
 
 
 def create_app(*, settings: Settings | None = None) -> Sanic:
