@@ -30,6 +30,16 @@ def _object(properties: dict[str, Any], required: list[str] | None = None) -> di
     }
 
 
+def _page_of(item: str) -> dict[str, Any]:
+    return _object({
+        "items": {"type": "array", "items": {"$ref": f"#/components/schemas/{item}"}},
+        "total": {"type": "integer", "minimum": 0},
+        "page": {"type": "integer", "minimum": 1},
+        "page_size": {"type": "integer", "minimum": 1, "maximum": 100},
+        "total_pages": {"type": "integer", "minimum": 0},
+    })
+
+
 COMPONENTS: dict[str, dict[str, Any]] = {
     "Category": _object({
         "id": INTEGER_ID,
@@ -68,20 +78,8 @@ COMPONENTS: dict[str, dict[str, Any]] = {
         required=["id", "name", "description", "price", "category_id", "is_active", "created_at",
                   "average_rating", "review_count"],
     ),
-    "ProductList": _object({
-        "items": {"type": "array", "items": {"$ref": "#/components/schemas/Product"}},
-        "total": {"type": "integer", "minimum": 0},
-        "page": {"type": "integer", "minimum": 1},
-        "page_size": {"type": "integer", "minimum": 1, "maximum": 100},
-        "total_pages": {"type": "integer", "minimum": 0},
-    }),
-    "ReviewList": _object({
-        "items": {"type": "array", "items": {"$ref": "#/components/schemas/Review"}},
-        "total": {"type": "integer", "minimum": 0},
-        "page": {"type": "integer", "minimum": 1},
-        "page_size": {"type": "integer", "minimum": 1, "maximum": 100},
-        "total_pages": {"type": "integer", "minimum": 0},
-    }),
+    "ProductList": _page_of("Product"),
+    "ReviewList": _page_of("Review"),
     "ProductCreate": _object(
         {
             "name": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NO_NUL},
