@@ -86,6 +86,22 @@ def create_app(*, settings: Settings | None = None) -> Sanic:
         if not settings.redis_url:
             logging.getLogger("catalog.cache").warning("REDIS_URL is not set: each worker caches in process")
 
+    @app.main_process_ready
+    async def stop_listening_when_shutting_down(app: Sanic) -> None:
+        """Sanic's main process keeps its copy of the listening socket while the workers drain, so a new
+        connection would wait unanswered until the process exits; close it as the shutdown begins (each
+        worker closes its own), and new connections are refused at once."""
+        shutdown = app.manager.shutdown
+
+        def shutdown_and_stop_listening() -> None:
+            for server_info in app.state.server_info:
+                listening = server_info.settings.get("sock")
+                if listening is not None:
+                    listening.close()
+            shutdown()
+
+        app.manager.shutdown = shutdown_and_stop_listening
+
     @app.before_server_start
     async def connect(app: Sanic) -> None:
         await open_database(database_url, settings)

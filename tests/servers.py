@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import httpx
+
+from config.settings import PROJECT_ROOT
 
 START_TIMEOUT_S = 90
 
@@ -39,3 +43,23 @@ def stop(process: subprocess.Popen) -> int:
         process.kill()
         process.wait()
         raise AssertionError("the server did not stop within 30 s of SIGTERM") from None
+
+
+def start_sanic(env: dict[str, str], port: int, log: Path, workers: int = 2) -> subprocess.Popen:
+    """``sanic catalog.app:create_app`` on 127.0.0.1:``port``, output to ``log``, returned once fully serving.
+
+    It runs in a session of its own so that a start-up that fails can be killed with its workers.
+    """
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sanic", "catalog.app:create_app", "--factory", "--host", "127.0.0.1",
+             "--port", str(port), "--workers", str(workers)],
+            cwd=PROJECT_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        wait_until_serving(process, port, log, workers)
+    except BaseException:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+        raise
+    return process

@@ -1,0 +1,248 @@
+"""PostgreSQL going away and coming back under a running 2-worker server: clean 503s, then recovery.
+
+The cluster is a private one (pgserver's PostgreSQL 16 binaries, its own data folder and TCP port),
+because the tests stop and start it; the machine's shared server is never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import redis
+from pgserver._commands import POSTGRES_BIN_PATH
+
+from catalog.seed import seed
+from tests.conftest import connection_kwargs, free_port, migrate
+from tests.servers import start_sanic, stop
+
+ADMIN_PASSWORD = "admin-PW"
+APP_PASSWORD = "s3cret-PW"
+PRODUCTS = 300
+OUTAGE_ANSWER_S = 10  # the longest a request may take to say 503 while PostgreSQL is down
+RECOVERY_S = 20  # how soon after PostgreSQL is back every endpoint must answer 200 again
+HTTP_TIMEOUT_S = 15
+ENDPOINTS = ("/products", "/products/1", "/categories")
+
+
+class PrivatePostgres:
+    """A cluster on 127.0.0.1:``port`` that a test may stop and start again on the same data and port.
+
+    As root, PostgreSQL refuses to run, so it runs as the ``pgserver`` system user (the one the pgserver
+    package creates for the same reason). Password authentication over TCP, so the service really sends one.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.data = root / "data"
+        self.port = free_port()
+        self.user: str | None = None
+        if os.geteuid() == 0:
+            from pgserver.utils import ensure_user_exists
+
+            ensure_user_exists("pgserver")
+            self.user = "pgserver"
+            account = pwd.getpwnam(self.user)
+            os.chown(root, account.pw_uid, account.pw_gid)
+        (root / "pwfile").write_text(ADMIN_PASSWORD)
+        os.chmod(root / "pwfile", 0o644)
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--pwfile", str(root / "pwfile"),
+                  "--auth-local=trust", "--auth-host=scram-sha-256", "--encoding=utf8")
+
+    def _run(self, program: str, *args: str) -> None:
+        result = subprocess.run([str(POSTGRES_BIN_PATH / program), *args], user=self.user, check=False,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, f"{program} {' '.join(args)}: {result.stdout}{result.stderr}"
+
+    def start(self) -> None:
+        # No Unix socket (-k ''): TCP only, the address the service reconnects to.
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "postgres.log"), "-w", "-t", "30",
+                  "-o", f"-h 127.0.0.1 -p {self.port} -k ''", "start")
+
+    @property
+    def running(self) -> bool:
+        return (self.data / "postmaster.pid").exists()
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-w", "-t", "30", "-m", mode, "stop")
+
+    @contextlib.contextmanager
+    def down(self) -> Iterator[None]:
+        """Stopped for the block (its sessions terminated, as in a failover), started again after it."""
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start()
+
+    def url(self, user: str, password: str, database: str) -> str:
+        return f"postgres://{user}:{password}@127.0.0.1:{self.port}/{database}"
+
+
+@dataclass(frozen=True)
+class Service:
+    base: str
+    log: Path
+    database_url: str
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        # A new connection per request, so requests spread over both workers.
+        return httpx.get(f"{self.base}{path}", headers={"connection": "close", **kwargs.pop("headers", {})},
+                         timeout=HTTP_TIMEOUT_S, **kwargs)
+
+    def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        async def run() -> list[asyncpg.Record]:
+            connection = await asyncpg.connect(**connection_kwargs(self.database_url), timeout=10)
+            try:
+                return await connection.fetch(sql, *args)
+            finally:
+                await connection.close()
+
+        return asyncio.run(run())
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PrivatePostgres]:
+    root = Path(tempfile.mkdtemp(prefix="catalog_faults_"))
+    try:
+        cluster = PrivatePostgres(root)
+        cluster.start()
+        try:
+            yield cluster
+        finally:
+            if cluster.running:  # not after a failed restart
+                cluster.stop("immediate")
+    finally:
+        shutil.rmtree(root)
+
+
+@pytest.fixture(scope="module")
+def service(postgres: PrivatePostgres, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    async def create_app_database() -> None:
+        admin = await asyncpg.connect(
+            **connection_kwargs(postgres.url("postgres", ADMIN_PASSWORD, "postgres")), timeout=10
+        )
+        try:
+            await admin.execute(f"CREATE ROLE catalog_app LOGIN PASSWORD '{APP_PASSWORD}'")
+            await admin.execute("CREATE DATABASE catalog OWNER catalog_app")
+        finally:
+            await admin.close()
+
+    asyncio.run(create_app_database())
+    url = postgres.url("catalog_app", APP_PASSWORD, "catalog")
+    migrate(url)
+    asyncio.run(seed(url, PRODUCTS, progress=False))
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("faults") / "server.log"
+    prefix = f"catalog_faults_{uuid.uuid4().hex[:10]}"
+    env = {
+        **os.environ, "DATABASE_URL": url, "REDIS_URL": redis_url, "CACHE_PREFIX": prefix,
+        "CACHE_RESPONSES": "false", "WEB_CONCURRENCY": "2", "DB_POOL_MIN": "2", "DB_POOL_MAX": "5",
+        "DB_CONNECT_TIMEOUT": "2",  # bounds a connection attempt that gets no answer at all
+    }
+    process = start_sanic(env, port, log)
+    try:
+        yield Service(f"http://127.0.0.1:{port}", log, url)
+    finally:
+        assert stop(process) == 0
+        with redis.Redis.from_url(redis_url, socket_timeout=5) as client:
+            keys = list(client.scan_iter(f"{prefix}:*"))
+            if keys:
+                client.delete(*keys)
+
+
+def assert_log_clean(log: Path) -> None:
+    text = log.read_text()
+    assert "Traceback" not in text, text[text.index("Traceback"):][:2000]
+    assert APP_PASSWORD not in text
+
+
+def assert_unavailable(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    body = response.json()
+    assert list(body) == ["detail"]
+    assert not re.search(r"traceback|select |insert |asyncpg|\.py", response.text, re.IGNORECASE), response.text
+    assert int(response.headers["retry-after"]) > 0
+
+
+def test_serves_while_postgres_is_up(service: Service) -> None:
+    for path in ENDPOINTS:
+        assert service.get(path).status_code == 200, path
+    ready = service.get("/health/ready")
+    assert ready.status_code == 200
+    assert ready.json()["postgres"] == "ok"
+
+
+def test_outage_answers_503_quickly_and_writes_nothing(service: Service, postgres: PrivatePostgres) -> None:
+    product_count = service.fetch("SELECT count(*) FROM products")[0][0]
+    category_id = service.fetch("SELECT min(id) FROM categories")[0][0]
+    with postgres.down():
+        for path in (*ENDPOINTS, f"/categories/{category_id}/products", "/products?page_size=100"):
+            started = time.monotonic()
+            response = service.get(path)
+            assert time.monotonic() - started < OUTAGE_ANSWER_S, path
+            assert_unavailable(response)
+
+        created = httpx.post(f"{service.base}/products", json={"name": "Written during the outage", "price": 1.5},
+                             timeout=HTTP_TIMEOUT_S)
+        assert_unavailable(created)
+
+        health = service.get("/health")
+        assert (health.status_code, health.json()) == (200, {"status": "healthy"})
+        ready = service.get("/health/ready")
+        assert ready.status_code == 503
+        assert ready.json()["postgres"].startswith("unavailable")
+        assert ready.json()["cache"] == "ok"
+
+    assert service.fetch("SELECT count(*) FROM products")[0][0] == product_count
+    assert service.fetch("SELECT count(*) FROM products WHERE name = 'Written during the outage'")[0][0] == 0
+    assert_log_clean(service.log)
+
+
+def test_recovers_without_restart_on_both_workers(service: Service, postgres: PrivatePostgres) -> None:
+    with postgres.down():
+        assert service.get("/products").status_code == 503  # the pools have seen their connections die
+
+    restarted = time.monotonic()
+    while [service.get(path).status_code for path in ENDPOINTS] != [200] * len(ENDPOINTS):
+        assert time.monotonic() < restarted + RECOVERY_S, f"not every endpoint answers 200 {RECOVERY_S} s after"
+        time.sleep(0.5)
+    print(f"\nevery endpoint answers 200 {time.monotonic() - restarted:.1f} s after PostgreSQL is back")
+
+    product = service.fetch("SELECT id, name, price, category_id FROM products ORDER BY id LIMIT 1")[0]
+    served = service.get(f"/products/{product['id']}").json()
+    assert (served["name"], served["price"], served["category_id"]) == (
+        product["name"], float(product["price"]), product["category_id"]
+    )
+    active = service.fetch("SELECT count(*) FROM products WHERE is_active")[0][0]
+    assert service.get("/products").json()["total"] == active
+    categories = [(row["id"], row["name"]) for row in service.fetch("SELECT id, name FROM categories ORDER BY id")]
+    assert [(category["id"], category["name"]) for category in service.get("/categories").json()] == categories
+
+    # Both workers recovered: a request's log line names the pid that served it (and its X-Request-ID).
+    marker = uuid.uuid4().hex[:8]
+    for number in range(20):
+        path = (*ENDPOINTS, "/health/ready")[number % 4]
+        response = service.get(path, headers={"x-request-id": f"{marker}{number}"})
+        assert response.status_code == 200, (path, response.text)
+    served_by = re.findall(rf"^\S+ \S+ (\d+) \w+ \S+: GET \S+ 200 .* id={marker}\d+$", service.log.read_text(),
+                           re.MULTILINE)
+    assert len(served_by) == 20 and len(set(served_by)) == 2, served_by
+    assert_log_clean(service.log)
+
