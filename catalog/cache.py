@@ -9,7 +9,9 @@ could not reach Redis.
 
 Counts are not invalidated but adjusted: a write that moves a product in or out of a filter adds or
 subtracts one, so price or name changes keep them, and a count is never recomputed after a write.
-A version number per count makes a background recount that raced a write discard its result.
+A counted value is kept only if no product write began or was in flight while it was counted (a
+version number and a count of writes in flight), so a count can never include a write that is then
+added to it again.
 
 Redis failing (down, slow, flushed) only makes requests slower: every call is bounded by a short
 timeout, and a circuit breaker skips Redis for a while after a failure. Without REDIS_URL an
@@ -22,7 +24,15 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any, Protocol
@@ -86,6 +96,8 @@ class Backend(Protocol):
     async def peek(self, key: str) -> bytes | None: ...
     async def fill(self, key: str, value: bytes) -> None: ...
     async def release(self, key: str) -> None: ...
+    async def write_started(self) -> None: ...
+    async def write_finished(self) -> None: ...
     async def product_written(self, generations: Iterable[str], deltas: Mapping[str, int]) -> None: ...
     async def read_count(self, name: str) -> CountRead: ...
     async def write_count(self, name: str, value: int, version: str) -> None: ...
@@ -104,30 +116,33 @@ if value then return {key, value, 0} end
 if redis.call('SET', key .. '|lock', '1', 'NX', 'PX', ARGV[2]) then return {key, false, 1} end
 return {key, false, 0}
 """
-# KEYS: epoch, version of each count...  ARGV: count key prefix, names..., deltas..., version ttl.
+# KEYS: epoch, counts version.  ARGV: count key prefix, names..., deltas...
 ADJUST_COUNTS = """
 local prefix = ARGV[1] .. (redis.call('GET', KEYS[1]) or '0') .. ':'
-local n = #KEYS - 1
+local n = (#ARGV - 1) / 2
 for i = 1, n do
   local key = prefix .. ARGV[1 + i]
   if redis.call('EXISTS', key) == 1 then redis.call('INCRBY', key, ARGV[1 + n + i]) end
-  redis.call('INCR', KEYS[1 + i])
-  redis.call('EXPIRE', KEYS[1 + i], ARGV[2 + 2 * n])
 end
+redis.call('INCR', KEYS[2])
 return n
 """
-# KEYS: epoch, version.  ARGV: count key prefix, name.
+# KEYS: epoch, counts version.  ARGV: count key prefix, name.
 READ_COUNT = """
 local key = ARGV[1] .. (redis.call('GET', KEYS[1]) or '0') .. ':' .. ARGV[2]
 return {redis.call('GET', key), redis.call('PTTL', key), redis.call('GET', KEYS[2]) or '0'}
 """
-# KEYS: epoch, version.  ARGV: count key prefix, name, version seen before counting, value, ttl ms.
+# KEYS: epoch, counts version, writes in flight.  ARGV: count key prefix, name, version seen before
+# counting, value, ttl ms.  Kept only if no write began or was in flight meanwhile.
 WRITE_COUNT = """
 if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[3] then return 0 end
+if tonumber(redis.call('GET', KEYS[3]) or '0') > 0 then return 0 end
 local key = ARGV[1] .. (redis.call('GET', KEYS[1]) or '0') .. ':' .. ARGV[2]
 redis.call('SET', key, ARGV[4], 'PX', ARGV[5])
 return 1
 """
+# A worker that dies mid-write leaves its mark; it fades, so counts are not refused for long.
+WRITE_MARK_TTL_S = 60
 
 
 class RedisBackend:
@@ -138,6 +153,8 @@ class RedisBackend:
         self.prefix = settings.cache_prefix
         self.ttl_ms = int(settings.cache_ttl * 1000)
         self.epoch = f"{self.prefix}:epoch"
+        self.counts_version = f"{self.prefix}:counts_version"
+        self.writes_in_flight = f"{self.prefix}:writes_in_flight"
         self._lookup = client.register_script(LOOKUP)
         self._adjust = client.register_script(ADJUST_COUNTS)
         self._read_count = client.register_script(READ_COUNT)
@@ -146,8 +163,6 @@ class RedisBackend:
     def _generation(self, name: str) -> str:
         return f"{self.prefix}:g:{name}"
 
-    def _version(self, count: str) -> str:
-        return f"{self.prefix}:nv:{count}"
 
     async def lookup(self, base: str, dependencies: Sequence[str]) -> Lookup:
         keys = [self.epoch, *(self._generation(name) for name in dependencies)]
@@ -165,28 +180,36 @@ class RedisBackend:
     async def release(self, key: str) -> None:
         await self.client.delete(f"{key}|lock")
 
+    async def write_started(self) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.incr(self.writes_in_flight).expire(self.writes_in_flight, WRITE_MARK_TTL_S).incr(self.counts_version)
+            await pipe.execute()
+
+    async def write_finished(self) -> None:
+        await self.client.decr(self.writes_in_flight)
+
     async def product_written(self, generations: Iterable[str], deltas: Mapping[str, int]) -> None:
         async with self.client.pipeline(transaction=False) as pipe:
             for name in generations:
                 pipe.incr(self._generation(name)).expire(self._generation(name), GENERATION_TTL_S)
-            if deltas:
-                names = list(deltas)
-                await self._adjust(
-                    keys=[self.epoch, *(self._version(name) for name in names)],
-                    args=[f"{self.prefix}:n:", *names, *(deltas[name] for name in names), GENERATION_TTL_S],
-                    client=pipe,
-                )
+            names = list(deltas)
+            await self._adjust(
+                keys=[self.epoch, self.counts_version],
+                args=[f"{self.prefix}:n:", *names, *(deltas[name] for name in names)],
+                client=pipe,
+            )
             await pipe.execute()
 
     async def read_count(self, name: str) -> CountRead:
         value, ttl_ms, version = await self._read_count(
-            keys=[self.epoch, self._version(name)], args=[f"{self.prefix}:n:", name]
+            keys=[self.epoch, self.counts_version], args=[f"{self.prefix}:n:", name]
         )
         return CountRead(None if value is None else int(value), max(ttl_ms, 0) / 1000, version.decode())
 
     async def write_count(self, name: str, value: int, version: str) -> None:
         await self._write_count(
-            keys=[self.epoch, self._version(name)], args=[f"{self.prefix}:n:", name, version, value, self.ttl_ms]
+            keys=[self.epoch, self.counts_version, self.writes_in_flight],
+            args=[f"{self.prefix}:n:", name, version, value, self.ttl_ms],
         )
 
     async def forget_everything(self) -> None:
@@ -238,6 +261,12 @@ class MemoryBackend:
 
     async def release(self, key: str) -> None:
         """Nothing to release: in process, every worker computes its own entries."""
+
+    async def write_started(self) -> None:
+        """Nothing to mark: counts here are keyed by the generation, which the write bumps."""
+
+    async def write_finished(self) -> None:
+        """See write_started."""
 
     async def product_written(self, generations: Iterable[str], deltas: Mapping[str, int]) -> None:
         with self.generation.get_lock():
@@ -321,12 +350,22 @@ class ResilientCache:
     async def write_count(self, name: str, value: int, version: str) -> None:
         await self._call(lambda: self.backend.write_count(name, value, version), None)
 
+    async def write_started(self) -> None:
+        await self._must_reach(self.backend.write_started)
+
+    async def write_finished(self) -> None:
+        await self._call(self.backend.write_finished, None)
+
     async def product_written(self, generations: Iterable[str], deltas: Mapping[str, int]) -> None:
-        """Invalidate before the write's response returns; if Redis cannot be told, stop trusting it."""
+        """Invalidate before the write's response returns."""
+        await self._must_reach(lambda: self.backend.product_written(generations, deltas))
+
+    async def _must_reach(self, call: Callable[[], Awaitable[None]]) -> None:
+        """A write's bookkeeping: if Redis cannot be told, stop trusting what it holds."""
         try:
             if time.monotonic() < self.open_until:
                 raise ConnectionError("circuit open")
-            await self.backend.product_written(generations, deltas)
+            await call()
         except REDIS_FAILURES as error:
             self._failed(error)
             self.stale_entries_possible = True
@@ -522,7 +561,17 @@ class Caches:
     responses: ResponseCache
     totals: ProductTotals
 
+    @asynccontextmanager
+    async def product_write(self) -> AsyncIterator[None]:
+        """Around a product write: counts being computed meanwhile are not kept (see the module doc)."""
+        await self.store.write_started()
+        try:
+            yield
+        finally:
+            await self.store.write_finished()
+
     async def product_written(self, product_id: int, before: ProductState | None, after: ProductState | None) -> None:
+        """Called inside ``product_write`` once the write has committed, before its response returns."""
         generations, deltas = product_write_effects(product_id, before, after)
         await self.store.product_written(generations, deltas)
 

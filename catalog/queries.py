@@ -305,6 +305,7 @@ async def create_product(fields: dict[str, Any]) -> Product | None:
 async def update_product(product_id: int, changes: dict[str, Any]) -> tuple[ProductState, Product] | None:
     """Apply ``changes`` (possibly none): the product's state before, and the product as it now is.
 
+    Both are read under the row lock, so concurrent writes to one product see each other in order.
     None when the product does not exist.
     """
     if not is_db_id(product_id):
@@ -318,7 +319,7 @@ async def update_product(product_id: int, changes: dict[str, Any]) -> tuple[Prod
                 await Product.filter(id=product_id).using_db(connection).update(**changes, updated_at=utcnow())
             except IntegrityError as error:
                 _raise_unknown_category(error)
-    product = await get_product(product_id)
+        product = await _with_relations(Product.filter(id=product_id).using_db(connection)).first()
     return None if product is None else (before, product)
 
 
@@ -337,8 +338,15 @@ async def delete_product(product_id: int) -> ProductState | None:
 
 
 async def _lock_state(product_id: int, connection: BaseDBAsyncClient) -> ProductState | None:
-    """The product's state, its row locked until the transaction ends (writers to it go one at a time)."""
-    rows = await (
-        Product.filter(id=product_id).using_db(connection).select_for_update().values("is_active", "category_id")
+    """The product's state, its row locked until the transaction ends (writers to it go one at a time).
+
+    ``only`` rather than ``values``: Tortoise drops FOR UPDATE from a ``values`` query.
+    """
+    row = await (
+        Product.filter(id=product_id)
+        .using_db(connection)
+        .select_for_update()
+        .only("id", "is_active", "category_id")
+        .first()
     )
-    return ProductState(rows[0]["is_active"], rows[0]["category_id"]) if rows else None
+    return None if row is None else ProductState(row.is_active, row.category_id)

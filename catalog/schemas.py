@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sanic_ext.extensions.openapi.definitions import Parameter, Reference, RequestBody, Response
+from sanic_ext.extensions.openapi.definitions import (
+    Parameter,
+    Reference,
+    RequestBody,
+    Response,
+)
 from sanic_ext.extensions.openapi.types import Integer, Schema
 
 TIMESTAMP = {

@@ -270,14 +270,15 @@ def _json_body(request: Request) -> object:
 )
 async def create_product(request: Request) -> HTTPResponse:
     fields = product_fields(_json_body(request), partial=False)
-    try:
-        product = await queries.create_product(fields)
-    except queries.UnknownCategory:
-        raise unknown_category_error(fields.get("category_id")) from None
-    if product is None:
-        raise NotFound(PRODUCT_NOT_FOUND)
-    after = ProductState(product.is_active, product.category_id)
-    await request.app.ctx.caches.product_written(product.id, None, after)
+    caches: Caches = request.app.ctx.caches
+    async with caches.product_write():
+        try:
+            product = await queries.create_product(fields)
+        except queries.UnknownCategory:
+            raise unknown_category_error(fields.get("category_id")) from None
+        if product is None:
+            raise NotFound(PRODUCT_NOT_FOUND)
+        await caches.product_written(product.id, None, ProductState(product.is_active, product.category_id))
     return json(product_dict(product), status=201)
 
 
@@ -292,16 +293,18 @@ async def create_product(request: Request) -> HTTPResponse:
 async def update_product(request: Request, product_id: str) -> HTTPResponse:
     identifier = path_int("product_id", product_id)
     changes = product_fields(_json_body(request), partial=True)
-    try:
-        updated = await queries.update_product(identifier, changes)
-    except queries.UnknownCategory:
-        raise unknown_category_error(changes.get("category_id")) from None
-    if updated is None:
-        raise NotFound(PRODUCT_NOT_FOUND)
-    before, product = updated
-    if changes:
-        after = ProductState(product.is_active, product.category_id)
-        await request.app.ctx.caches.product_written(identifier, before, after)
+    caches: Caches = request.app.ctx.caches
+    async with caches.product_write():
+        try:
+            updated = await queries.update_product(identifier, changes)
+        except queries.UnknownCategory:
+            raise unknown_category_error(changes.get("category_id")) from None
+        if updated is None:
+            raise NotFound(PRODUCT_NOT_FOUND)
+        before, product = updated
+        if changes:
+            after = ProductState(product.is_active, product.category_id)
+            await caches.product_written(identifier, before, after)
     return json(product_dict(product))
 
 
@@ -314,8 +317,10 @@ async def update_product(request: Request, product_id: str) -> HTTPResponse:
 )
 async def delete_product(request: Request, product_id: str) -> HTTPResponse:
     identifier = path_int("product_id", product_id)
-    before = await queries.delete_product(identifier)
-    if before is None:
-        raise NotFound(PRODUCT_NOT_FOUND)
-    await request.app.ctx.caches.product_written(identifier, before, None)
+    caches: Caches = request.app.ctx.caches
+    async with caches.product_write():
+        before = await queries.delete_product(identifier)
+        if before is None:
+            raise NotFound(PRODUCT_NOT_FOUND)
+        await caches.product_written(identifier, before, None)
     return empty(status=204)
