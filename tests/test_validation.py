@@ -220,3 +220,32 @@ def test_empty_cursor_and_search_mean_none(client, db: Database) -> None:
     for query in ("cursor=", "q=", "q=%20"):
         _, response = client.get(f"/products?{query}")
         assert response.status == 200 and [item["id"] for item in response.json["items"]] == [product], query
+
+
+INJECTIONS = ["1; DROP TABLE products", "' OR '1'='1", "1) OR (1=1", "\\'; DELETE FROM reviews; --", "%27%3B--"]
+QUERY_PARAMETERS = ["page_size", "page", "category_id", "is_active", "cursor", "sort", "min_price", "max_price", "include"]
+
+
+@pytest.mark.parametrize("payload", INJECTIONS)
+def test_injection_in_every_parameter_and_field_changes_nothing(client, db: Database, payload: str) -> None:
+    product = db.product("Kettle", 5.0)
+    db.review(product, 4)
+    before = db.fetch("SELECT (SELECT count(*) FROM products), (SELECT count(*) FROM reviews)")[0]
+    for name in QUERY_PARAMETERS:
+        _, response = client.get("/products", params={name: payload})
+        assert response.status == 422, (name, response.text)
+    for url in ("/products/batch", "/inventory/low-stock"):
+        _, response = client.get(url, params={"ids" if "batch" in url else "threshold": payload})
+        assert response.status == 422
+    _, response = client.get("/products", params={"q": payload})
+    assert response.status in (200, 422) and response.json.get("items", []) == []
+    for path in (f"/products/{payload}", f"/categories/{payload}/products", f"/products/{payload}/reviews"):
+        _, response = client.get(path)
+        assert response.status in (404, 422), path
+    for field in ("price", "category_id", "is_active"):
+        _, response = client.put(f"/products/{product}", content=orjson.dumps({field: payload}))
+        assert response.status == 422, field
+    _, response = client.put(f"/products/{product}", content=orjson.dumps({"name": payload, "description": payload}))
+    assert response.status == 200 and response.json["name"] == payload  # stored as text, never run
+    after = db.fetch("SELECT (SELECT count(*) FROM products), (SELECT count(*) FROM reviews)")[0]
+    assert tuple(after) == tuple(before)
