@@ -285,3 +285,56 @@ def test_a_count_made_during_a_write_is_not_kept_to_be_adjusted_twice(client, db
         db.run(round_trip(round_number))
         _, after = client.get(f"/products?category_id={category}&page_size=50")
         assert after.json["total"] == db.fetchval("SELECT count(*) FROM products WHERE category_id = $1", category)
+
+
+def test_a_slow_redis_costs_one_short_timeout_then_is_skipped_until_it_recovers(settings, tmp_path) -> None:
+    import subprocess
+    import threading
+    import time
+
+    import redis as redis_sync
+    import redis.asyncio as redis_asyncio
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no", "--dir", str(tmp_path), "--enable-debug-command", "yes"],
+                              stdout=subprocess.DEVNULL)
+    try:
+        admin = redis_sync.Redis(port=port, socket_timeout=5)
+        for _ in range(100):
+            try:
+                admin.ping()
+                break
+            except redis_sync.ConnectionError:
+                time.sleep(0.05)
+        quick = replace(settings, redis_timeout=0.05, redis_retry_after=0.5, cache_prefix="slow")
+
+        async def scenario() -> tuple[list[float], bool, bool]:
+            client = redis_asyncio.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=0.05,
+                                            socket_connect_timeout=0.05)
+            cache = ResilientCache(RedisBackend(client, quick), quick, "Redis")
+            try:
+                first = await cache.lookup("k", ["p1"])
+                await cache.fill(first.key, b"v")
+                # The server stops answering for a second, as a Redis busy with a slow command would.
+                threading.Thread(target=lambda: redis_sync.Redis(port=port).execute_command("DEBUG", "SLEEP", "1")).start()
+                await asyncio.sleep(0.1)
+                waits = []
+                for _ in range(5):
+                    started = time.perf_counter()
+                    assert (await cache.lookup("k", ["p1"])).value is None
+                    waits.append(time.perf_counter() - started)
+                await asyncio.sleep(1.5)
+                resumed = (await cache.lookup("k", ["p1"])).value == b"v"
+                return waits, cache.available, resumed
+            finally:
+                await client.aclose()
+
+        waits, available, resumed = asyncio.run(scenario())
+        assert waits[0] < 0.5 and max(waits[1:]) < 0.01, waits  # one bounded timeout, then the breaker skips
+        assert available and resumed
+    finally:
+        server.kill()
+        server.wait()
