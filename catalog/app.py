@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
-from multiprocessing import Value
 
 import orjson
 from sanic import Sanic
 from sanic_ext import Extend
 
 from catalog import blueprints, schemas
-from catalog.cache import open_caches
+from catalog.cache import SharedState, open_caches
 from catalog.db import close_database, open_database, warn_if_pool_exceeds_server
 from catalog.errors import JSONErrorHandler
 from catalog.http import setup_http
@@ -73,6 +72,10 @@ def create_app(*, settings: Settings | None = None) -> Sanic:
 
     for blueprint in blueprints.ALL:
         app.blueprint(blueprint)
+    if settings.benchmark_endpoints:  # load-test ceilings for benchmarks/run.py; off unless BENCHMARK_ENDPOINTS=true
+        from catalog.blueprints.ceiling import bp as ceiling
+
+        app.blueprint(ceiling)
     setup_http(app, settings)
 
     @app.main_process_start
@@ -81,8 +84,11 @@ def create_app(*, settings: Settings | None = None) -> Sanic:
         await warn_if_pool_exceeds_server(database_url, settings)
 
     @app.main_process_start
-    async def share_cache_generation(app: Sanic) -> None:
-        app.shared_ctx.cache_generation = Value("q", 0)
+    async def share_cache_state(app: Sanic) -> None:
+        # One multiprocessing value per attribute: Sanic shares those with every worker as they are.
+        shared = SharedState.new()
+        app.shared_ctx.cache_generation = shared.generation
+        app.shared_ctx.unconfirmed_writes = shared.unconfirmed_writes
         if not settings.redis_url:
             logging.getLogger("catalog.cache").warning("REDIS_URL is not set: each worker caches in process")
 
@@ -105,9 +111,11 @@ def create_app(*, settings: Settings | None = None) -> Sanic:
     @app.before_server_start
     async def connect(app: Sanic) -> None:
         await open_database(database_url, settings)
-        # Without the main process (an in-process test server), this worker's own generation suffices.
-        generation = getattr(app.shared_ctx, "cache_generation", None) or Value("q", 0)
-        app.ctx.caches = open_caches(settings, generation)
+        # Without the main process (an in-process test server), this worker's own state suffices.
+        shared = SharedState.new()
+        if hasattr(app.shared_ctx, "cache_generation"):
+            shared = SharedState(app.shared_ctx.cache_generation, app.shared_ctx.unconfirmed_writes)
+        app.ctx.caches = open_caches(settings, shared)
 
     @app.after_server_stop
     async def disconnect(app: Sanic) -> None:

@@ -34,6 +34,7 @@ from collections.abc import (
 )
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from multiprocessing import Value
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any, Protocol
 
@@ -59,6 +60,8 @@ GENERATION_TTL_S = 86_400
 FILL_LOCK_MS = 2_000
 FOLLOWER_POLL_S = 0.01
 FOLLOWER_WAIT_S = 1.0
+# How often a worker that owes an epoch bump tries Redis again (the other workers wait on it).
+EPOCH_RETRY_S = 0.05
 REDIS_FAILURES = (RedisError, OSError, asyncio.TimeoutError)
 
 ALL_PRODUCTS = "all"
@@ -298,20 +301,22 @@ class ResilientCache:
 
     After a failure Redis is skipped for ``redis_retry_after`` seconds, then tried again. A write whose
     invalidation did not reach Redis leaves entries that may be stale, so until an epoch bump succeeds
-    this worker bypasses the cache and keeps retrying the bump in the background.
+    no worker on this host reads the cache (``unconfirmed_writes`` is shared between them), and the
+    writer keeps retrying the bump in the background.
     """
 
-    def __init__(self, backend: Backend, settings: Settings, name: str) -> None:
+    def __init__(self, backend: Backend, settings: Settings, name: str, unconfirmed_writes: Synchronized) -> None:
         self.backend = backend
         self.name = name
         self.retry_after = settings.redis_retry_after
         self.open_until = 0.0
-        self.stale_entries_possible = False
+        self.unconfirmed_writes = unconfirmed_writes
+        self.stale_entries_possible = False  # this worker owes an epoch bump
         self._epoch_task: asyncio.Task | None = None
 
     @property
     def available(self) -> bool:
-        return not self.stale_entries_possible and time.monotonic() >= self.open_until
+        return self.unconfirmed_writes.value == 0 and time.monotonic() >= self.open_until
 
     def _failed(self, error: BaseException) -> None:
         if time.monotonic() >= self.open_until:
@@ -368,7 +373,10 @@ class ResilientCache:
             await call()
         except REDIS_FAILURES as error:
             self._failed(error)
-            self.stale_entries_possible = True
+            if not self.stale_entries_possible:
+                self.stale_entries_possible = True
+                with self.unconfirmed_writes.get_lock():
+                    self.unconfirmed_writes.value += 1
             if self._epoch_task is None or self._epoch_task.done():
                 self._epoch_task = asyncio.create_task(self._forget_everything_when_back())
 
@@ -377,9 +385,11 @@ class ResilientCache:
             try:
                 await self.backend.forget_everything()
             except REDIS_FAILURES:
-                await asyncio.sleep(self.retry_after / 4)
+                await asyncio.sleep(EPOCH_RETRY_S)
                 continue
             self.stale_entries_possible = False
+            with self.unconfirmed_writes.get_lock():
+                self.unconfirmed_writes.value -= 1
             self.open_until = 0.0
             logger.info("%s back: dropped the entries a write could not invalidate", self.name)
             return
@@ -479,6 +489,8 @@ class ResponseCache:
         representation = Representation.for_cache(body, produced.headers, self.settings, produced.status)
         if key is not None and produced.cacheable:
             await self.cache.fill(key, representation.encode())
+        elif key is not None:  # not kept (an estimated total): let the next request compute it at once
+            await self.cache.release(key)
         return representation.respond(request, self.settings)
 
 
@@ -580,7 +592,19 @@ class Caches:
         await self.store.close()
 
 
-def open_caches(settings: Settings, shared_generation: Synchronized) -> Caches:
+@dataclass(frozen=True, slots=True)
+class SharedState:
+    """Counters shared by the workers of one host (multiprocessing values made by the main process)."""
+
+    generation: Synchronized  # the in-process cache's generation, bumped by every product write
+    unconfirmed_writes: Synchronized  # writes whose invalidation has not reached Redis yet
+
+    @classmethod
+    def new(cls) -> SharedState:
+        return cls(Value("q", 0), Value("q", 0))
+
+
+def open_caches(settings: Settings, shared: SharedState) -> Caches:
     """Redis when REDIS_URL is set (a client per worker, bounded timeouts), else the in-process stand-in."""
     if settings.redis_url:
         client = redis.from_url(
@@ -590,7 +614,8 @@ def open_caches(settings: Settings, shared_generation: Synchronized) -> Caches:
             # No retries: the breaker decides when to try again, so a dead Redis costs one timeout.
             retry=Retry(NoBackoff(), 0),
         )
-        store = ResilientCache(RedisBackend(client, settings), settings, "Redis")
+        store = ResilientCache(RedisBackend(client, settings), settings, "Redis", shared.unconfirmed_writes)
     else:
-        store = ResilientCache(MemoryBackend(shared_generation, settings), settings, "in-process cache")
+        backend = MemoryBackend(shared.generation, settings)
+        store = ResilientCache(backend, settings, "in-process cache", shared.unconfirmed_writes)
     return Caches(store, ResponseCache(store, settings), ProductTotals(store, settings))

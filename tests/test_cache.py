@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from multiprocessing import Value
 from dataclasses import replace
 
 import orjson
@@ -12,6 +13,7 @@ import pytest
 from catalog.cache import (
     RedisBackend,
     ResilientCache,
+    SharedState,
     count_name,
     open_caches,
     product_write_effects,
@@ -152,7 +154,7 @@ def test_write_effects() -> None:
 def test_large_tables_get_an_estimate_at_once_then_the_exact_count(client, catalog: Database, settings) -> None:
     async def scenario() -> tuple[tuple[int, bool], tuple[int, bool]]:
         large = replace(settings, exact_count_below=0, cache_prefix=settings.cache_prefix + "_estimate")
-        caches = open_caches(large, None)
+        caches = open_caches(large, SharedState.new())
         try:
             totals = caches.totals
             await totals.total(ProductFilter(False))  # exact while the table's size is unknown; learns it
@@ -202,7 +204,7 @@ def test_breaker_skips_a_failing_backend_then_tries_again(settings) -> None:
             raise ConnectionError("down")
 
     async def scenario() -> list[int]:
-        cache = ResilientCache(Failing(), replace(settings, redis_retry_after=0.2), "test")
+        cache = ResilientCache(Failing(), replace(settings, redis_retry_after=0.2), "test", Value("q", 0))
         seen = []
         for _ in range(5):
             assert (await cache.lookup("k", [])).key is None
@@ -314,7 +316,7 @@ def test_a_slow_redis_costs_one_short_timeout_then_is_skipped_until_it_recovers(
         async def scenario() -> tuple[list[float], bool, bool]:
             client = redis_asyncio.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=0.05,
                                             socket_connect_timeout=0.05)
-            cache = ResilientCache(RedisBackend(client, quick), quick, "Redis")
+            cache = ResilientCache(RedisBackend(client, quick), quick, "Redis", Value("q", 0))
             try:
                 first = await cache.lookup("k", ["p1"])
                 await cache.fill(first.key, b"v")

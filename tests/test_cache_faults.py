@@ -1,0 +1,259 @@
+"""Redis failing makes a real 2-worker server slower, never wrong: killed, restarted empty, flushed, or absent.
+
+The Redis here is a private ``redis-server`` this module starts, kills and restarts on the same port; it
+keeps nothing on disk, so a restarted one is empty. Every response is compared with the database.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from tests.conftest import create_database, drop_database, free_port
+from tests.test_cache_workers import (
+    Catalog,
+    Server,
+    Sql,
+    project,
+    running,
+    seed,
+    server_env,
+    server_timing,
+)
+
+RESPONSE_BOUND_S = 1.0  # a request while Redis is down may be slower, never slower than this
+RECOVERY_S = 5.0  # Redis back (breaker closed, stale entries dropped) within this
+RETRY_AFTER_S = 0.5
+START_S = 10.0
+
+
+class PrivateRedis:
+    """A ``redis-server`` owned by the test, on a port of its own, that can be killed and started again."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.directory = directory
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def answers(self) -> bool:
+        try:
+            pong = subprocess.run(["redis-cli", "-p", str(self.port), "ping"], check=False, capture_output=True,
+                                  timeout=2)
+        except subprocess.TimeoutExpired:
+            return False
+        return pong.stdout.strip() == b"PONG"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + START_S
+        while not self.answers():
+            assert self.process.poll() is None, f"redis-server exited with {self.process.returncode}"
+            assert time.monotonic() < deadline, f"redis-server does not answer on port {self.port}"
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def ensure_running(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            self.start()
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=5)
+
+
+@pytest.fixture(scope="module")
+def database(postgres_server_url: str) -> Iterator[str]:
+    url = create_database(postgres_server_url, "catalog_cache_faults")
+    yield url
+    drop_database(postgres_server_url, url)
+
+
+@pytest.fixture(scope="module")
+def sql(database: str) -> Iterator[Sql]:
+    connection = Sql(database)
+    yield connection
+    connection.close()
+
+
+@pytest.fixture(scope="module")
+def catalog(sql: Sql) -> Catalog:
+    return seed(sql)
+
+
+@pytest.fixture(scope="module")
+def private_redis(tmp_path_factory) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture(scope="module")
+def server(database: str, catalog: Catalog, private_redis: PrivateRedis, tmp_path_factory) -> Iterator[Server]:
+    env = server_env(database, private_redis.url, CACHE_PREFIX=f"catalog_faults_{uuid.uuid4().hex[:10]}",
+                     REDIS_RETRY_AFTER_S=str(RETRY_AFTER_S))
+    with running(env, tmp_path_factory.mktemp("faults") / "server.log") as started:
+        yield started
+
+
+@pytest.fixture
+def redis_up(private_redis: PrivateRedis) -> PrivateRedis:
+    """The private Redis running at the start of each test, whatever the one before did to it."""
+    private_redis.ensure_running()
+    return private_redis
+
+
+def whole_page(sql: Sql, category_id: int) -> dict:
+    """What ``/products?category_id=..&page_size=100`` must hold (a category's active products fit)."""
+    where = "is_active AND category_id = $1"
+    return {"total": sql.fetchval(f"SELECT count(*) FROM products WHERE {where}", category_id),
+            "items": sql.products(where, category_id)}
+
+
+def truths(sql: Sql, catalog: Catalog) -> dict[str, Callable[[], object]]:
+    """The URLs the fault tests read, each with what the database says its response must hold."""
+    k, first, second = catalog.kitchen, catalog.first, catalog.second
+    return {
+        f"/products/{first}": lambda: sql.products("id = $1", first)[0],
+        f"/products/batch?ids={second},{first}": lambda: [*sql.products("id = $1", second),
+                                                          *sql.products("id = $1", first)],
+        f"/products?category_id={k}&page_size=100": lambda: whole_page(sql, k),
+        f"/categories/{k}/products": lambda: sql.products("category_id = $1", k),
+    }
+
+
+def assert_correct(server: Server, sql: Sql, catalog: Catalog) -> list[httpx.Response]:
+    """Follow-ups of every URL: each a bounded 200 that agrees with the database. All of them."""
+    responses = []
+    for url, truth in truths(sql, catalog).items():
+        expected = truth()
+        for response in server.follow_ups(url):
+            assert response.status_code == 200, (url, response.text)
+            assert response.elapsed.total_seconds() < RESPONSE_BOUND_S, (url, response.elapsed)
+            assert project(response.json()) == expected, url
+            responses.append(response)
+    return responses
+
+
+def assert_cached_again(server: Server, sql: Sql, catalog: Catalog) -> None:
+    """Within RECOVERY_S, every follow-up of every URL is a hit again, and right."""
+    deadline = time.monotonic() + RECOVERY_S
+    while True:
+        states = [server_timing(response)[1] for response in assert_correct(server, sql, catalog)]
+        if set(states) == {"hit"}:
+            return
+        assert time.monotonic() < deadline, f"not all hits {RECOVERY_S} s after Redis came back: {states}"
+        time.sleep(0.1)
+
+
+def write(server: Server, method: str, path: str, body: dict) -> httpx.Response:
+    response = server.write(method, path, body)
+    assert response.status_code in (200, 201), response.text
+    assert response.elapsed.total_seconds() < RESPONSE_BOUND_S, response.elapsed
+    return response
+
+
+def cache_states(responses: list[httpx.Response]) -> set[str]:
+    return {server_timing(response)[1] for response in responses}
+
+
+def test_a_killed_redis_costs_no_request_and_is_used_again_once_restarted(
+    server: Server, sql: Sql, catalog: Catalog, redis_up: PrivateRedis
+) -> None:
+    assert_cached_again(server, sql, catalog)
+    redis_up.kill()
+    assert cache_states(assert_correct(server, sql, catalog)) == {"off"}  # both workers skip it
+    redis_up.start()  # same port, empty
+    assert_cached_again(server, sql, catalog)
+
+
+def test_writes_while_redis_is_down_succeed_and_show_once_it_is_back(
+    server: Server, sql: Sql, catalog: Catalog, redis_up: PrivateRedis
+) -> None:
+    assert_cached_again(server, sql, catalog)
+    redis_up.kill()
+    # They cannot invalidate anything in Redis, and must still succeed.
+    price = sql.fetchval("SELECT price FROM products WHERE id = $1", catalog.first) + 1
+    assert write(server, "PUT", f"/products/{catalog.first}", {"price": price}).json()["price"] == price
+    write(server, "POST", "/products", {"name": "Outage kettle", "price": 3.5, "category_id": catalog.kitchen})
+    assert cache_states(assert_correct(server, sql, catalog)) == {"off"}
+    redis_up.start()
+    assert_cached_again(server, sql, catalog)
+
+
+def test_a_write_while_redis_hangs_shows_on_every_worker_once_it_answers(
+    server: Server, sql: Sql, catalog: Catalog, redis_up: PrivateRedis
+) -> None:
+    assert_cached_again(server, sql, catalog)
+    with redis_up.client() as client:  # Redis keeps its entries but answers nothing for a second
+        client.execute_command("CLIENT", "PAUSE", "1000", "ALL")
+    answers_again = time.monotonic() + 1.0
+    price = sql.fetchval("SELECT price FROM products WHERE id = $1", catalog.first) + 1
+    write(server, "PUT", f"/products/{catalog.first}", {"price": price})  # its invalidation times out
+
+    # The entries it could not invalidate are still in Redis: from the write's return on, no worker of
+    # this host may serve them, neither while Redis hangs nor once it answers (until the writer has
+    # dropped them all), and then caching resumes.
+    assert_correct(server, sql, catalog)
+    time.sleep(max(0.0, answers_again - time.monotonic()))
+    assert_correct(server, sql, catalog)
+    assert_cached_again(server, sql, catalog)
+
+
+def test_a_flushed_redis_costs_only_misses(server: Server, sql: Sql, catalog: Catalog, redis_up: PrivateRedis) -> None:
+    assert_cached_again(server, sql, catalog)
+    with redis_up.client() as client:
+        client.flushall()
+    assert "miss" in cache_states(assert_correct(server, sql, catalog))  # the flush did empty it
+
+    # Generations restart from nothing after a flush: a write must still invalidate what was cached since.
+    write(server, "PUT", f"/products/{catalog.second}", {"price": 77.25})
+    assert_cached_again(server, sql, catalog)
+
+
+def assert_each_worker_misses_once(server: Server, responses: list[httpx.Response], expected: object) -> None:
+    """Without Redis each worker keeps its own entries: its first response is a miss, the others hits."""
+    served: set[int] = set()
+    for response in responses:
+        worker = server.worker(response)
+        assert response.status_code == 200, response.text
+        assert server_timing(response)[1] == ("hit" if worker in served else "miss"), worker
+        assert project(response.json()) == expected
+        served.add(worker)
+
+
+def test_without_redis_each_worker_caches_in_process_and_every_write_reaches_both(
+    database: str, sql: Sql, catalog: Catalog, tmp_path: Path
+) -> None:
+    garden = catalog.garden
+    url = f"/products?category_id={garden}&page_size=100"
+    product = sql.fetchval("SELECT min(id) FROM products WHERE is_active AND category_id = $1", garden)
+    with running(server_env(database, None, CACHE_TTL="30"), tmp_path / "server.log") as server:
+        assert "REDIS_URL is not set" in server.log.read_text()
+        assert_each_worker_misses_once(server, server.follow_ups(url), whole_page(sql, garden))
+
+        # A write on one worker bumps the generation both share: neither serves what it had cached.
+        assert server.write("PUT", f"/products/{product}", {"price": 66.5}).status_code == 200
+        assert_each_worker_misses_once(server, server.follow_ups(url), whole_page(sql, garden))
+        shovel = {"name": "Shovel", "price": 9, "category_id": garden}
+        assert server.write("POST", "/products", shovel).status_code == 201
+        assert_each_worker_misses_once(server, server.follow_ups(url), whole_page(sql, garden))
