@@ -1,3 +1,4 @@
+# ruff: noqa: F401, F811 (module fixtures imported from test_cache_workers, then requested by name)
 """Redis failing makes a real 2-worker server slower, never wrong: killed, restarted empty, flushed, or absent.
 
 The Redis here is a private ``redis-server`` this module starts, kills and restarts on the same port; it
@@ -17,16 +18,18 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import create_database, drop_database, free_port
-from tests.test_cache_workers import (
+from tests.conftest import free_port
+from tests.test_cache_workers import (  # the module fixtures too: a database, SQL on it, its seeded catalog
     Catalog,
     Server,
     Sql,
+    catalog,
+    database,
     project,
     running,
-    seed,
     server_env,
     server_timing,
+    sql,
 )
 
 RESPONSE_BOUND_S = 1.0  # a request while Redis is down may be slower, never slower than this
@@ -78,25 +81,6 @@ class PrivateRedis:
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port, socket_timeout=5)
-
-
-@pytest.fixture(scope="module")
-def database(postgres_server_url: str) -> Iterator[str]:
-    url = create_database(postgres_server_url, "catalog_cache_faults")
-    yield url
-    drop_database(postgres_server_url, url)
-
-
-@pytest.fixture(scope="module")
-def sql(database: str) -> Iterator[Sql]:
-    connection = Sql(database)
-    yield connection
-    connection.close()
-
-
-@pytest.fixture(scope="module")
-def catalog(sql: Sql) -> Catalog:
-    return seed(sql)
 
 
 @pytest.fixture(scope="module")
