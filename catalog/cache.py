@@ -60,6 +60,8 @@ GENERATION_TTL_S = 86_400
 FILL_LOCK_MS = 2_000
 FOLLOWER_POLL_S = 0.01
 FOLLOWER_WAIT_S = 1.0
+BREAKER_FAILURES = 3
+POOL_WAIT_S = 1.0
 # How often a worker that owes an epoch bump tries Redis again (the other workers wait on it).
 EPOCH_RETRY_S = 0.05
 REDIS_FAILURES = (RedisError, OSError, asyncio.TimeoutError)
@@ -310,6 +312,7 @@ class ResilientCache:
         self.name = name
         self.retry_after = settings.redis_retry_after
         self.open_until = 0.0
+        self.failures_in_a_row = 0
         self.unconfirmed_writes = unconfirmed_writes
         self.stale_entries_possible = False  # this worker owes an epoch bump
         self._epoch_task: asyncio.Task | None = None
@@ -318,7 +321,12 @@ class ResilientCache:
     def available(self) -> bool:
         return self.unconfirmed_writes.value == 0 and time.monotonic() >= self.open_until
 
-    def _failed(self, error: BaseException) -> None:
+    def _failed(self, error: BaseException, *, at_once: bool = False) -> None:
+        """Open the breaker after BREAKER_FAILURES failures in a row (a busy event loop may make one call
+        late), or at once when a write's bookkeeping failed."""
+        self.failures_in_a_row += 1
+        if not at_once and self.failures_in_a_row < BREAKER_FAILURES:
+            return
         if time.monotonic() >= self.open_until:
             logger.warning("%s unavailable, serving without it for %.1f s: %r", self.name, self.retry_after, error)
         self.open_until = time.monotonic() + self.retry_after
@@ -328,7 +336,9 @@ class ResilientCache:
             return fallback
         started = time.perf_counter()
         try:
-            return await call()
+            result = await call()
+            self.failures_in_a_row = 0
+            return result
         except REDIS_FAILURES as error:
             self._failed(error)
             return fallback
@@ -372,7 +382,7 @@ class ResilientCache:
                 raise ConnectionError("circuit open")
             await call()
         except REDIS_FAILURES as error:
-            self._failed(error)
+            self._failed(error, at_once=True)
             if not self.stale_entries_possible:
                 self.stale_entries_possible = True
                 with self.unconfirmed_writes.get_lock():
@@ -607,13 +617,18 @@ class SharedState:
 def open_caches(settings: Settings, shared: SharedState) -> Caches:
     """Redis when REDIS_URL is set (a client per worker, bounded timeouts), else the in-process stand-in."""
     if settings.redis_url:
-        client = redis.from_url(
+        pool = redis.BlockingConnectionPool.from_url(
             settings.redis_url,
+            # Requests beyond the pool wait for a connection (redis-py's default pool raises instead,
+            # which under 500 concurrent requests read as Redis being down).
+            max_connections=settings.redis_max_connections,
+            timeout=POOL_WAIT_S,
             socket_timeout=settings.redis_timeout,
             socket_connect_timeout=settings.redis_timeout,
-            # No retries: the breaker decides when to try again, so a dead Redis costs one timeout.
+            # No retries: the breaker decides when to try again, so a dead Redis costs a bounded wait.
             retry=Retry(NoBackoff(), 0),
         )
+        client = redis.Redis(connection_pool=pool)
         store = ResilientCache(RedisBackend(client, settings), settings, "Redis", shared.unconfirmed_writes)
     else:
         backend = MemoryBackend(shared.generation, settings)

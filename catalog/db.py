@@ -12,6 +12,7 @@ from config.settings import Settings, database_credentials, masked_url
 from config.tortoise import tortoise_config
 
 logger = logging.getLogger("catalog.db")
+SPARE_CONNECTIONS = 10
 
 
 async def open_database(database_url: str, settings: Settings) -> None:
@@ -49,9 +50,11 @@ async def warn_if_pool_exceeds_server(database_url: str, settings: Settings) -> 
         max_connections = int(await connection.fetchval("SHOW max_connections"))
     finally:
         await connection.close()
+    # PostgreSQL keeps superuser_reserved_connections (3 by default) for itself, and other clients
+    # (the release phase, psql, monitoring) need some too.
     wanted = settings.workers * settings.db_pool_max
-    if wanted > max_connections:
+    if wanted > max_connections - SPARE_CONNECTIONS:
         logger.warning(
-            "%d workers x DB_POOL_MAX %d = %d connections exceeds PostgreSQL max_connections %d",
-            settings.workers, settings.db_pool_max, wanted, max_connections,
+            "%d workers x DB_POOL_MAX %d = %d connections leaves fewer than %d spare of PostgreSQL's max_connections %d",
+            settings.workers, settings.db_pool_max, wanted, SPARE_CONNECTIONS, max_connections,
         )

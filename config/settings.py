@@ -60,6 +60,7 @@ class Settings:
     cache_prefix: str = field(default_factory=lambda: os.environ.get("CACHE_PREFIX", "catalog"))
     # A dead or slow Redis costs at most this per call, and then nothing while the breaker is open.
     redis_timeout: float = field(default_factory=lambda: _float("REDIS_TIMEOUT_MS", 50.0) / 1000)
+    redis_max_connections: int = field(default_factory=lambda: _int("REDIS_MAX_CONNECTIONS", 64))
     redis_retry_after: float = field(default_factory=lambda: _float("REDIS_RETRY_AFTER_S", 2.0))
     # Below this many products a missing count is computed at once; above, estimated then computed in the background.
     exact_count_below: int = field(default_factory=lambda: _int("EXACT_COUNT_BELOW", 10_000))

@@ -206,7 +206,7 @@ def test_breaker_skips_a_failing_backend_then_tries_again(settings) -> None:
     async def scenario() -> list[int]:
         cache = ResilientCache(Failing(), replace(settings, redis_retry_after=0.2), "test", Value("q", 0))
         seen = []
-        for _ in range(5):
+        for _ in range(6):
             assert (await cache.lookup("k", [])).key is None
             seen.append(Failing.calls)
         await asyncio.sleep(0.25)
@@ -214,7 +214,8 @@ def test_breaker_skips_a_failing_backend_then_tries_again(settings) -> None:
         seen.append(Failing.calls)
         return seen
 
-    assert asyncio.run(scenario()) == [1, 1, 1, 1, 1, 2]
+    # Three failures in a row open the breaker; after redis_retry_after one call tries again.
+    assert asyncio.run(scenario()) == [1, 2, 3, 3, 3, 3, 4]
 
 
 def test_redis_backend_round_trip(settings, catalog: Database) -> None:
@@ -289,7 +290,7 @@ def test_a_count_made_during_a_write_is_not_kept_to_be_adjusted_twice(client, db
         assert after.json["total"] == db.fetchval("SELECT count(*) FROM products WHERE category_id = $1", category)
 
 
-def test_a_slow_redis_costs_one_short_timeout_then_is_skipped_until_it_recovers(settings, tmp_path) -> None:
+def test_a_slow_redis_costs_a_few_short_timeouts_then_is_skipped_until_it_recovers(settings, tmp_path) -> None:
     import subprocess
     import threading
     import time
@@ -324,7 +325,7 @@ def test_a_slow_redis_costs_one_short_timeout_then_is_skipped_until_it_recovers(
                 threading.Thread(target=lambda: redis_sync.Redis(port=port).execute_command("DEBUG", "SLEEP", "1")).start()
                 await asyncio.sleep(0.1)
                 waits = []
-                for _ in range(5):
+                for _ in range(6):
                     started = time.perf_counter()
                     assert (await cache.lookup("k", ["p1"])).value is None
                     waits.append(time.perf_counter() - started)
@@ -335,8 +336,23 @@ def test_a_slow_redis_costs_one_short_timeout_then_is_skipped_until_it_recovers(
                 await client.aclose()
 
         waits, available, resumed = asyncio.run(scenario())
-        assert waits[0] < 0.5 and max(waits[1:]) < 0.01, waits  # one bounded timeout, then the breaker skips
+        assert max(waits[:3]) < 0.5 and max(waits[3:]) < 0.01, waits  # 3 bounded timeouts, then skipped
         assert available and resumed
     finally:
         server.kill()
         server.wait()
+
+
+def test_more_concurrent_calls_than_redis_connections_wait_instead_of_failing(settings) -> None:
+    small = replace(settings, redis_max_connections=2, cache_prefix=settings.cache_prefix + "_pool")
+
+    async def scenario() -> tuple[int, bool]:
+        caches = open_caches(small, SharedState.new())
+        try:
+            lookups = await asyncio.gather(*(caches.store.lookup(f"k{i}", ["p1"]) for i in range(200)))
+            return sum(lookup.key is not None for lookup in lookups), caches.store.available
+        finally:
+            await caches.close()
+
+    answered, available = asyncio.run(scenario())
+    assert answered == 200 and available  # every call got a connection in turn; the breaker stayed closed

@@ -154,7 +154,7 @@ def test_start_up_warns_when_workers_times_pool_exceeds_max_connections(settings
         asyncio.run(warn_if_pool_exceeds_server(settings.database_url, replace(settings, workers=2, db_pool_max=10)))
         assert not caplog.records
         asyncio.run(warn_if_pool_exceeds_server(settings.database_url, replace(settings, workers=8, db_pool_max=50)))
-    assert "exceeds PostgreSQL max_connections" in caplog.records[0].getMessage()
+    assert "spare of PostgreSQL's max_connections" in caplog.records[0].getMessage()
 
 
 def test_slow_requests_are_logged_as_such(client, db: Database, settings, caplog) -> None:
