@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gzip
 import http.client
 import json
 import os
@@ -617,14 +616,14 @@ class Bench:
 async def explain_hot_queries(database_url: str, facts: DataFacts) -> list[dict]:
     """EXPLAIN (ANALYZE, BUFFERS) of the SQL Tortoise generates for the hot reads, in the service's
     session settings (random_page_cost, enable_mergejoin); median of 5 executions."""
+    from dataclasses import replace
+
     from tortoise import Tortoise
 
     from catalog.models import Product, Review
     from catalog.queries import Keyset, Ordering, ProductFilter, _with_relations
     from config.settings import Settings
     from config.tortoise import tortoise_config
-
-    from dataclasses import replace
 
     await Tortoise.init(config=tortoise_config(database_url, replace(Settings(), db_pool_min=1, db_pool_max=1)))
     try:
@@ -773,7 +772,6 @@ async def in_process_breakdown(database_url: str, port: int, rounds: int = 60) -
 
     await Tortoise.init(config=tortoise_config(database_url, replace(Settings(), db_pool_min=1, db_pool_max=1)))
     try:
-        connection = Tortoise.get_connection("default")
         filters, ordering = ProductFilter(), Ordering()
         page_sql = _with_relations(filters.apply(Product.all()).order_by("id").limit(PAGE_SIZE + 1)).sql(params_inline=True)
         ids = [p.id for p in await filters.apply(Product.all()).order_by("id").limit(PAGE_SIZE)]
