@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from multiprocessing import Value
 from dataclasses import replace
+from multiprocessing import Value
 
 import orjson
 import pytest

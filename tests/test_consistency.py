@@ -11,8 +11,6 @@ import asyncio
 import os
 import random
 import re
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -28,9 +26,8 @@ import orjson
 import pytest
 import redis
 
-from config.settings import PROJECT_ROOT
 from tests.conftest import connection_kwargs, create_database, drop_database, free_port
-from tests.servers import stop, wait_until_serving
+from tests.servers import start_sanic, stop
 
 SEEDED_PRODUCTS = 300
 SEEDED_CATEGORIES = 4
@@ -145,13 +142,8 @@ def server(postgres_server_url: str, redis_url: str, tmp_path_factory: pytest.Te
             # Two small pools: other test runs share the machine's max_connections.
             "DB_POOL_MIN": "2", "DB_POOL_MAX": "8",
         }
-        with log.open("w") as output:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "sanic", "catalog.app:create_app", "--factory", "--port", str(port),
-                 "--workers", "2"], cwd=PROJECT_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
-            )
+        process = start_sanic(env, port, log)
         try:
-            wait_until_serving(process, port, log)
             yield Server(f"http://127.0.0.1:{port}", database_url, log, client, cache_prefix, categories, seeded)
         finally:
             assert stop(process) == 0

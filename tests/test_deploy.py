@@ -13,7 +13,7 @@ import pytest
 
 from config.settings import PROJECT_ROOT
 from tests.conftest import create_empty_database, drop_database, free_port
-from tests.servers import stop, wait_until_serving
+from tests.servers import start_sanic, stop, wait_until_serving
 
 
 def procfile() -> dict[str, str]:
@@ -78,13 +78,8 @@ def test_unreachable_database_is_a_503_not_a_crash(tmp_path: Path) -> None:
     port, dead_port = free_port(), free_port()
     log = tmp_path / "web.log"
     env = {**os.environ, "DATABASE_URL": f"postgres://postgres@127.0.0.1:{dead_port}/catalog"}
-    with log.open("w") as output:
-        web = subprocess.Popen(
-            [sys.executable, "-m", "sanic", "catalog.app:create_app", "--factory", "--port", str(port),
-             "--workers", "2"], cwd=PROJECT_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
-        )
+    web = start_sanic(env, port, log)
     try:
-        wait_until_serving(web, port, log)
         for path in ("/products", "/products/1", "/categories"):
             response = httpx.get(f"http://127.0.0.1:{port}{path}")
             assert response.status_code == 503

@@ -7,24 +7,20 @@ FUZZ_EXAMPLES per operation so it fits CI; raise it to fuzz harder.
 from __future__ import annotations
 
 import os
-from itertools import product
-import subprocess
-import sys
 from collections.abc import Iterator
+from itertools import product
 from pathlib import Path
 
-import httpx
 import pytest
 import schemathesis
-from schemathesis import GenerationMode
-from schemathesis.checks import positive_data_acceptance
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
+from schemathesis.checks import positive_data_acceptance
 
 from catalog.seed import seed
-from config.settings import PROJECT_ROOT
 from tests.conftest import create_database, drop_database, free_port
-from tests.servers import stop, wait_until_serving
+from tests.servers import start_sanic, stop
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "30"))
 # Schema-valid requests may still be refused with 422 where the contract says so: an unknown category_id,
@@ -39,13 +35,8 @@ def fuzzed_server(postgres_server_url: str, redis_url: str, tmp_path_factory) ->
     asyncio.run(seed(url, 300, progress=False))
     port, log = free_port(), tmp_path_factory.mktemp("fuzz") / "server.log"
     env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": redis_url, "CACHE_PREFIX": f"fuzz{port}"}
-    with log.open("w") as output:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "sanic", "catalog.app:create_app", "--factory", "--port", str(port),
-             "--workers", "1"], cwd=PROJECT_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
-        )
+    server = start_sanic(env, port, log, workers=1)
     try:
-        wait_until_serving(server, port, log, workers=1)
         yield f"http://127.0.0.1:{port}"
     finally:
         stop(server)
