@@ -55,18 +55,23 @@ def migrate(url: str) -> None:
     )
 
 
-def create_empty_database(base_url: str, prefix: str) -> str:
-    """A new database with a unique name on ``base_url``'s server; its URL."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+def run_on_server(base_url: str, statement: str) -> None:
+    """One statement on ``base_url``'s server, outside any database of ours (CREATE / DROP DATABASE)."""
 
-    async def create() -> None:
+    async def run() -> None:
         connection = await asyncpg.connect(**connection_kwargs(base_url))
         try:
-            await connection.execute(f'CREATE DATABASE "{name}"')
+            await connection.execute(statement)
         finally:
             await connection.close()
 
-    asyncio.run(create())
+    asyncio.run(run())
+
+
+def create_empty_database(base_url: str, prefix: str) -> str:
+    """A new database with a unique name on ``base_url``'s server; its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    run_on_server(base_url, f'CREATE DATABASE "{name}"')
     return with_database(base_url, name)
 
 
@@ -78,14 +83,7 @@ def create_database(base_url: str, prefix: str) -> str:
 
 
 def drop_database(base_url: str, url: str) -> None:
-    async def drop() -> None:
-        connection = await asyncpg.connect(**connection_kwargs(base_url))
-        try:
-            await connection.execute(f'DROP DATABASE IF EXISTS "{urlsplit(url).path.lstrip("/")}" WITH (FORCE)')
-        finally:
-            await connection.close()
-
-    asyncio.run(drop())
+    run_on_server(base_url, f'DROP DATABASE IF EXISTS "{urlsplit(url).path.lstrip("/")}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
