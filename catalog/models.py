@@ -11,6 +11,10 @@ from tortoise.models import Model
 class UTCDateTimeField(DatetimeField):
     """`timestamp without time zone` holding UTC, as the schema has it (Tortoise would use TIMESTAMPTZ)."""
 
+    # asyncpg already returns `timestamp` columns as naive datetimes, what to_python_value would make of
+    # them with use_tz=False: reads skip that call per row and column.
+    skip_to_python_if_native = True
+
     class _db_postgres:
         SQL_TYPE = "TIMESTAMP"
 
