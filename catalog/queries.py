@@ -1,7 +1,9 @@
 """Every database query of the service, built so that no request runs a query per row.
 
-A product is always loaded the same way: category and inventory joined in the same SELECT
-(``select_related``), its reviews in one ``IN`` query for the whole page (``prefetch_related``).
+A product is always read the same way, in the shape of ``select_related`` / ``prefetch_related``: its
+category and inventory joined in the same SELECT, its reviews in one ``IN`` query for the whole page.
+Reads return plain rows (``.values()``), not model instances: building Tortoise models was the largest
+part of an uncached list page (BENCHMARKS.md, "Profile"); writes still go through the models.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import asyncpg
 from tortoise import Tortoise
@@ -18,8 +20,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F, Q, Subquery
 from tortoise.functions import Count, Sum
-from tortoise.query_utils import Prefetch
-from tortoise.queryset import QuerySet
+from tortoise.queryset import QuerySet, ValuesQuery
 from tortoise.transactions import in_transaction
 
 from catalog.models import Category, Inventory, Product, Review
@@ -73,6 +74,17 @@ class ProductFilter:
 SORTS = ("id", "price", "-price", "created_at", "-created_at", "name")
 PARTS = frozenset({"category", "inventory", "reviews"})
 
+# A product read is a row: these columns, the joined ones named <relation>__<column> (None when the
+# product has no category or no inventory), and "reviews" (rows of REVIEW_FIELDS) when they were loaded.
+Row = dict[str, Any]
+PRODUCT_FIELDS = ("id", "name", "description", "price", "category_id", "is_active", "created_at")
+CATEGORY_FIELDS = ("id", "name", "description")
+JOINED_FIELDS = {
+    "category": tuple(f"category__{field}" for field in CATEGORY_FIELDS),
+    "inventory": ("inventory__id", "inventory__quantity", "inventory__reserved"),
+}
+REVIEW_FIELDS = ("id", "product_id", "user_id", "rating", "comment", "created_at")
+
 
 @dataclass(frozen=True, slots=True)
 class Keyset:
@@ -90,8 +102,8 @@ class Ordering:
     def column(self) -> str:
         return self.sort.removeprefix("-")
 
-    def key(self, product: Product) -> Keyset:
-        return Keyset(None if self.column == "id" else getattr(product, self.column), product.id)
+    def key(self, row: Row) -> Keyset:
+        return Keyset(None if self.column == "id" else row[self.column], row["id"])
 
     def _descending(self, backwards: bool) -> bool:
         return self.sort.startswith("-") != backwards
@@ -126,7 +138,7 @@ class ReviewStats:
 
 @dataclass(slots=True)
 class Page:
-    products: list[Product]
+    products: list[Row]
     has_more: bool  # another page lies further in the direction the page was read
     # Counts and averages from SQL when the reviews themselves were not loaded.
     review_stats: dict[int, ReviewStats] | None = None
@@ -140,13 +152,36 @@ def is_db_id(value: int) -> bool:
     return 1 <= value <= MAX_DB_ID
 
 
-def _with_relations(queryset: QuerySet[Product], parts: frozenset[str] = PARTS) -> QuerySet[Product]:
-    joined = [part for part in ("category", "inventory") if part in parts]
-    if joined:
-        queryset = queryset.select_related(*joined)
-    if "reviews" in parts:
-        queryset = queryset.prefetch_related(Prefetch("reviews", queryset=Review.all().order_by("id")))
-    return queryset
+def product_rows(queryset: QuerySet[Product], parts: frozenset[str] = PARTS) -> ValuesQuery[Literal[False]]:
+    """The SELECT of ``queryset``'s products with the relations ``parts`` asks for joined (LEFT OUTER JOIN)."""
+    joined = tuple(column for part, columns in JOINED_FIELDS.items() if part in parts for column in columns)
+    return queryset.values(*PRODUCT_FIELDS, *joined)
+
+
+def reviews_of(product_ids: list[int], connection: BaseDBAsyncClient | None = None) -> ValuesQuery[Literal[False]]:
+    """The reviews of all of ``product_ids``, oldest first, in one IN query."""
+    queryset = Review.filter(product_id__in=product_ids).order_by("id")
+    if connection is not None:
+        queryset = queryset.using_db(connection)
+    return queryset.values(*REVIEW_FIELDS)
+
+
+async def _with_reviews(rows: list[Row], connection: BaseDBAsyncClient | None = None) -> list[Row]:
+    """``rows`` with their reviews under "reviews"."""
+    by_id: dict[int, list[Row]] = {}
+    for row in rows:
+        row["reviews"] = by_id.setdefault(row["id"], [])
+    if by_id:
+        for review in await reviews_of(list(by_id), connection):
+            by_id[review["product_id"]].append(review)
+    return rows
+
+
+async def _read_products(queryset: QuerySet[Product], connection: BaseDBAsyncClient | None = None) -> list[Row]:
+    """Whole products (every part embedded): two statements however many rows."""
+    if connection is not None:
+        queryset = queryset.using_db(connection)
+    return await _with_reviews(await product_rows(queryset), connection)
 
 
 async def products_page(
@@ -174,12 +209,13 @@ async def products_page(
     elif skip:
         page_ids = filters.apply(Product.all()).order_by(*ordering.order_by()).offset(skip).limit(page_size + 1)
         queryset = queryset.filter(id__in=Subquery(page_ids.values("id")))
-    rows = await _with_relations(queryset.order_by(*ordering.order_by(backwards)).limit(page_size + 1), parts)
+    rows = await product_rows(queryset.order_by(*ordering.order_by(backwards)).limit(page_size + 1), parts)
     products = rows[:page_size]
     if backwards:
         products.reverse()
-    stats = None if "reviews" in parts else await review_stats([product.id for product in products])
-    return Page(products, len(rows) > page_size, stats)
+    if "reviews" in parts:
+        return Page(await _with_reviews(products), len(rows) > page_size)
+    return Page(products, len(rows) > page_size, await review_stats([row["id"] for row in products]))
 
 
 async def review_stats(product_ids: list[int]) -> dict[int, ReviewStats]:
@@ -201,12 +237,12 @@ async def review_stats(product_ids: list[int]) -> dict[int, ReviewStats]:
 REVIEW_ORDER = Ordering("-created_at")  # newest first
 
 
-async def reviews_page(product_id: int, page_size: int, *, after: Keyset | None = None) -> tuple[list[Review], bool]:
+async def reviews_page(product_id: int, page_size: int, *, after: Keyset | None = None) -> tuple[list[Row], bool]:
     """A page of one product's reviews, newest first, and whether another follows."""
     queryset = Review.filter(product_id=product_id)
     if after is not None:
         queryset = REVIEW_ORDER.beyond(queryset, after)
-    rows = await queryset.order_by(*REVIEW_ORDER.order_by()).limit(page_size + 1)
+    rows = await queryset.order_by(*REVIEW_ORDER.order_by()).limit(page_size + 1).values(*REVIEW_FIELDS)
     return rows[:page_size], len(rows) > page_size
 
 
@@ -241,47 +277,51 @@ async def products_table_rows() -> float:
     return float(rows[0][0])
 
 
-async def get_product(product_id: int) -> Product | None:
+async def get_product(product_id: int, connection: BaseDBAsyncClient | None = None) -> Row | None:
     if not is_db_id(product_id):
         return None
-    return await _with_relations(Product.filter(id=product_id)).first()
+    rows = await _read_products(Product.filter(id=product_id).limit(1), connection)
+    return rows[0] if rows else None
 
 
-async def products_by_ids(ids: Iterable[int]) -> list[Product]:
-    """Products in the order of ``ids`` (repeats kept), absent ids left out: one IN query however many."""
+async def products_by_ids(ids: Iterable[int]) -> list[Row]:
+    """Products in the order of ``ids`` (repeats kept), absent ids left out: one IN query however many.
+
+    A repeated id shares one row (and its reviews list) with its first occurrence.
+    """
     ids = list(ids)
     wanted = {product_id for product_id in ids if is_db_id(product_id)}
     if not wanted:
         return []
-    found = {product.id: product for product in await _with_relations(Product.filter(id__in=wanted))}
+    found = {row["id"]: row for row in await _read_products(Product.filter(id__in=wanted))}
     return [found[product_id] for product_id in ids if product_id in found]
 
 
-async def _all_in_chunks(queryset: QuerySet[Product]) -> list[Product]:
+async def _all_in_chunks(queryset: QuerySet[Product]) -> list[Row]:
     """Every product of ``queryset`` by id, CHUNK_SIZE at a time by keyset (two statements a chunk)."""
-    products: list[Product] = []
+    products: list[Row] = []
     last_id = 0
     while True:
-        rows = await _with_relations(queryset.filter(id__gt=last_id).order_by("id").limit(CHUNK_SIZE + 1))
-        products.extend(rows[:CHUNK_SIZE])
+        rows = await product_rows(queryset.filter(id__gt=last_id).order_by("id").limit(CHUNK_SIZE + 1))
+        products.extend(await _with_reviews(rows[:CHUNK_SIZE]))
         if len(rows) <= CHUNK_SIZE:
             return products
-        last_id = rows[CHUNK_SIZE - 1].id
+        last_id = rows[CHUNK_SIZE - 1]["id"]
 
 
-async def category_products(category_id: int) -> list[Product]:
+async def category_products(category_id: int) -> list[Row]:
     if not is_db_id(category_id):
         return []
     return await _all_in_chunks(Product.filter(category_id=category_id))
 
 
-async def low_stock_products(threshold: int) -> list[Product]:
+async def low_stock_products(threshold: int) -> list[Row]:
     low = Inventory.annotate(available=F("quantity") - F("reserved")).filter(available__lt=threshold)
     return await _all_in_chunks(Product.filter(id__in=Subquery(low.values("product_id"))))
 
 
-async def categories() -> list[Category]:
-    return await Category.all().order_by("id")
+async def categories() -> list[Row]:
+    return await Category.all().order_by("id").values(*CATEGORY_FIELDS)
 
 
 def _raise_unknown_category(error: IntegrityError) -> NoReturn:
@@ -292,7 +332,7 @@ def _raise_unknown_category(error: IntegrityError) -> NoReturn:
     raise error
 
 
-async def create_product(fields: dict[str, Any]) -> Product | None:
+async def create_product(fields: dict[str, Any]) -> Row | None:
     """Insert and read back the new product (None only if a concurrent delete won the race)."""
     now = utcnow()
     try:
@@ -302,7 +342,7 @@ async def create_product(fields: dict[str, Any]) -> Product | None:
     return await get_product(product.id)
 
 
-async def update_product(product_id: int, changes: dict[str, Any]) -> tuple[ProductState, Product] | None:
+async def update_product(product_id: int, changes: dict[str, Any]) -> tuple[ProductState, Row] | None:
     """Apply ``changes`` (possibly none): the product's state before, and the product as it now is.
 
     Both are read under the row lock, so concurrent writes to one product see each other in order.
@@ -319,7 +359,7 @@ async def update_product(product_id: int, changes: dict[str, Any]) -> tuple[Prod
                 await Product.filter(id=product_id).using_db(connection).update(**changes, updated_at=utcnow())
             except IntegrityError as error:
                 _raise_unknown_category(error)
-        product = await _with_relations(Product.filter(id=product_id).using_db(connection)).first()
+        product = await get_product(product_id, connection)
     return None if product is None else (before, product)
 
 

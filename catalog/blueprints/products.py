@@ -278,7 +278,7 @@ async def create_product(request: Request) -> HTTPResponse:
             raise unknown_category_error(fields.get("category_id")) from None
         if product is None:
             raise NotFound(PRODUCT_NOT_FOUND)
-        await caches.product_written(product.id, None, ProductState(product.is_active, product.category_id))
+        await caches.product_written(product["id"], None, ProductState(product["is_active"], product["category_id"]))
     return json(product_dict(product), status=201)
 
 
@@ -303,7 +303,7 @@ async def update_product(request: Request, product_id: str) -> HTTPResponse:
             raise NotFound(PRODUCT_NOT_FOUND)
         before, product = updated
         if changes:
-            after = ProductState(product.is_active, product.category_id)
+            after = ProductState(product["is_active"], product["category_id"])
             await caches.product_written(identifier, before, after)
     return json(product_dict(product))
 
