@@ -174,19 +174,22 @@ class Server:
         return psutil.Process(self.process.pid).children(recursive=True)
 
 
-def start_server(database_url: str, redis_url: str, prefix: str, cache: bool, workers: int = 2) -> Server:
-    """Like the Procfile's web process; returned once /health answers and every worker acked its start."""
+def start_server(database_url: str, redis_url: str, prefix: str, cache: bool, workers: int = 2,
+                 tree: Path = PROJECT_ROOT) -> Server:
+    """Like the Procfile's web process; returned once /health answers and every worker acked its start.
+
+    ``tree`` is the source tree it runs (another revision's for ``--profile-baseline``)."""
     port = free_port()
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log_path = LOG_DIR / f"{prefix}.log"
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "CACHE_PREFIX": prefix,
            "WEB_CONCURRENCY": str(workers), "CACHE_RESPONSES": "true" if cache else "false",
-           "BENCHMARK_ENDPOINTS": "true", "PORT": str(port)}
+           "BENCHMARK_ENDPOINTS": "true", "PORT": str(port), "PYTHONPATH": str(tree)}
     with log_path.open("w") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "sanic", "catalog.app:create_app", "--factory", "--host", "127.0.0.1",
              "--port", str(port), "--workers", str(workers)],
-            cwd=PROJECT_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=tree, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
         )
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -571,6 +574,32 @@ class Bench:
                 cursors.append(headers["x-next-cursor"])
         return cursors
 
+    def profile_first_page(self, server: Server, database_url: str, database: str) -> None:
+        """The uncached first page profiled on this checkout and, with --profile-baseline, on that revision
+        (its own server, same database, same method), so the before/after is one run's."""
+        runs: list[dict] = []
+        self.profile = {"runs": runs}
+        trees = [("this checkout", "HEAD", None)]
+        if self.args.profile_baseline:
+            trees.append(("baseline", self.args.profile_baseline, baseline_tree(self.args.profile_baseline)))
+        for label, revision, tree in trees:
+            commit = subprocess.run(["git", "rev-parse", "--short", revision], cwd=PROJECT_ROOT, capture_output=True,
+                                    text=True).stdout.strip()
+            prefix = f"bench-{self.run_id}-profile-{commit}"
+            target = server if tree is None else start_server(database_url, self.args.redis, prefix, False, tree=tree)
+            try:
+                log(f"profiling the uncached first page: {label} ({revision}, {commit})")
+                runs.append({"code": f"{label}: {revision} ({commit})",
+                             **profile_first_page(target, database_url, database, self.args, tree or PROJECT_ROOT)})
+            except Exception as error:  # a profile that fails must not lose the run's figures
+                log(f"profile failed: {error!r}")
+                runs.append({"code": f"{label}: {revision} ({commit})", "error": repr(error)})
+            finally:
+                if tree is not None:
+                    stop_server(target)
+                    forget_prefix(self.args.redis, prefix)
+                    shutil.rmtree(tree, ignore_errors=True)
+
     def run_size(self, size: int) -> None:
         database_url = asyncio.run(prepare_database(self.args.pg, size))
         database = db_name(size)
@@ -597,11 +626,7 @@ class Bench:
                              rate=OPEN_LOOP_RATE)
                 self.measure_hey(server, size, cache, database, "/products")
                 if cache == "off" and size == self.args.sizes[0] and not self.args.no_profile:
-                    try:
-                        self.profile = profile_first_page(server, database_url, self.args)
-                    except Exception as error:  # a profile that fails must not lose the run's figures
-                        log(f"profile failed: {error!r}")
-                        self.profile = {"error": repr(error)}
+                    self.profile_first_page(server, database_url, database)
                 self.rss[(size, cache)] = [w.memory_info().rss / 2**20 for w in server.workers()]
                 log(f"  RSS per worker: {', '.join(f'{r:.0f} MB' for r in self.rss[(size, cache)])}")
             finally:
@@ -620,8 +645,8 @@ async def explain_hot_queries(database_url: str, facts: DataFacts) -> list[dict]
 
     from tortoise import Tortoise
 
-    from catalog.models import Product, Review
-    from catalog.queries import Keyset, Ordering, ProductFilter, _with_relations
+    from catalog.models import Product
+    from catalog.queries import Keyset, Ordering, ProductFilter, product_rows, reviews_of
     from config.settings import Settings
     from config.tortoise import tortoise_config
 
@@ -640,13 +665,12 @@ async def explain_hot_queries(database_url: str, facts: DataFacts) -> list[dict]
         skip = (max(1, facts.active // PAGE_SIZE) - 10) * PAGE_SIZE
 
         def page(queryset):
-            return _with_relations(queryset.order_by("id").limit(PAGE_SIZE + 1)).sql(params_inline=True)
+            return product_rows(queryset.order_by("id").limit(PAGE_SIZE + 1)).sql(params_inline=True)
 
         first_page_ids = [p.id for p in await active.apply(Product.all()).order_by("id").limit(PAGE_SIZE)]
         statements = {
             "first page (products + category + inventory)": page(active.apply(Product.all())),
-            "first page reviews (IN, 20 ids)": Review.filter(product_id__in=first_page_ids).order_by("id").sql(
-                params_inline=True),
+            "first page reviews (IN, 20 ids)": reviews_of(first_page_ids).sql(params_inline=True),
             "deep cursor page (past 95%)": page(ordering.beyond(active.apply(Product.all()), Keyset(None, deep_id))),
             # Tortoise leaves a subquery's parameters as $n even with params_inline: the same SQL, inlined here.
             "page=N deep (index-only offset subquery)": page(active.apply(Product.all())).replace(
@@ -656,7 +680,7 @@ async def explain_hot_queries(database_url: str, facts: DataFacts) -> list[dict]
             f"category page (largest category, {big_category})": page(
                 ProductFilter(category_id=big_category).apply(Product.all())),
             "count of active products": active.apply(Product.all()).count().sql(params_inline=True),
-            "product by id": _with_relations(Product.filter(id=facts.max_id // 2)).limit(1).sql(params_inline=True),
+            "product by id": product_rows(Product.filter(id=facts.max_id // 2).limit(1)).sql(params_inline=True),
         }
         out = []
         for label, sql in statements.items():
@@ -684,41 +708,55 @@ async def explain_hot_queries(database_url: str, facts: DataFacts) -> list[dict]
 # ------------------------------------------------------------------------------------------ profile
 
 
-def profile_first_page(server: Server, database_url: str, args: argparse.Namespace) -> dict:
-    """Where an uncached first list page spends its time.
+def profile_first_page(server: Server, database_url: str, database: str, args: argparse.Namespace,
+                       tree: Path = PROJECT_ROOT) -> dict:
+    """Where an uncached first list page spends its time, in the code of ``tree`` (served by ``server``).
 
-    (1) py-spy samples one worker (on-CPU only) while wrk loads /products at 50 connections; frames are
-    grouped into SQL driver, ORM model building, serialisation, middleware, the rest of Sanic and the loop.
-    (2) In-process, medians of: the two SQL statements over raw asyncpg, queries.products_page (SQL +
-    ORM), serialize.product_page + orjson, and the same page as one HTTP request at concurrency 1.
+    (1) wrk at 50 connections on /products: requests/s and the server's CPU milliseconds per request,
+    while py-spy samples one worker (on-CPU only); its frames are grouped into SQL driver, ORM, serialisation,
+    middleware, the rest of Sanic and the loop. (2) benchmarks/page_breakdown.py, run on ``tree``: medians
+    of the page's SQL over raw asyncpg, queries.products_page, the serialisation and one HTTP request.
     """
     result: dict[str, object] = {}
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     worker = max(server.workers(), key=lambda p: p.memory_info().rss)  # a Sanic worker, not a helper process
-    raw = LOG_DIR / "first_page_profile.txt"
+    raw = LOG_DIR / f"first_page_profile_{server.port}.txt"
     seconds = max(5, int(args.duration))
     script = Path(tempfile.mkdtemp()) / "first.lua"
     script.write_text(lua_script([Req("/products")]))
+    run_wrk(server, script, 50, max(2, args.warmup), latency=False)
     spy = subprocess.Popen([py_spy, "record", "--pid", str(worker.pid), "--format", "raw", "--rate", "250",
                             "--duration", str(seconds), "-o", str(raw)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     time.sleep(0.5)
-    run_wrk(server, script, 50, seconds, latency=False)
+    before = cpu_snapshot(server, database)
+    summary, _ = run_wrk(server, script, 50, seconds, latency=False)
+    cpu = cpu_delta(before, cpu_snapshot(server, database), 0.0)
     _, error = spy.communicate(timeout=60)
-    svg = BENCH_DIR / "profile_first_page.svg"
+    result["rps"] = summary["requests"] / (summary["duration_us"] / 1e6)
+    result["server_cpu_ms_per_request"] = 1000 * cpu["server"] / max(1, summary["requests"])
+    result["postgres_cpu_ms_per_request"] = 1000 * cpu["postgres"] / max(1, summary["requests"])
     if raw.exists():
         result["py_spy"] = classify_stacks(raw.read_text())
         result["py_spy_command"] = f"py-spy record --pid <worker> --format raw --rate 250 --duration {seconds}"
-        flame = shutil.which("flamegraph.pl")
-        if flame:
-            svg.write_bytes(subprocess.run([flame, str(raw)], capture_output=True).stdout)
     else:
         result["py_spy_error"] = (error or "")[-500:]
-    try:
-        result["in_process"] = asyncio.run(in_process_breakdown(database_url, server.port))
-    except Exception as error:  # e.g. PostgreSQL's max_connections taken by the server's pools
-        result["in_process_error"] = repr(error)
+    breakdown = subprocess.run(
+        [sys.executable, str(BENCH_DIR / "page_breakdown.py"), database_url, str(server.port)],
+        cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True, text=True, timeout=600)
+    if breakdown.returncode == 0:
+        result["in_process"] = json.loads(breakdown.stdout.strip().splitlines()[-1])
+    else:  # e.g. PostgreSQL's max_connections taken by the server's pools
+        result["in_process_error"] = breakdown.stderr[-500:]
     return result
+
+
+def baseline_tree(revision: str) -> Path:
+    """``revision``'s files (git archive) in a temporary directory, to run beside this checkout."""
+    target = Path(tempfile.mkdtemp(prefix="catalog-baseline-"))
+    archive = subprocess.run(["git", "archive", revision], cwd=PROJECT_ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
 
 
 PROFILE_GROUPS = (
@@ -756,57 +794,6 @@ def classify_stacks(collapsed: str) -> list[tuple[str, float]]:
                 break
         counts[chosen] += samples
     return [(group, 100 * n / total if total else 0.0) for group, n in counts.items()] + [("samples", total)]
-
-
-async def in_process_breakdown(database_url: str, port: int, rounds: int = 60) -> dict[str, float]:
-    from dataclasses import replace
-
-    import orjson
-    from tortoise import Tortoise
-
-    from catalog.models import Product, Review
-    from catalog.queries import Ordering, ProductFilter, _with_relations, products_page
-    from catalog.serialize import product_page
-    from config.settings import Settings
-    from config.tortoise import tortoise_config
-
-    await Tortoise.init(config=tortoise_config(database_url, replace(Settings(), db_pool_min=1, db_pool_max=1)))
-    try:
-        filters, ordering = ProductFilter(), Ordering()
-        page_sql = _with_relations(filters.apply(Product.all()).order_by("id").limit(PAGE_SIZE + 1)).sql(params_inline=True)
-        ids = [p.id for p in await filters.apply(Product.all()).order_by("id").limit(PAGE_SIZE)]
-        review_sql = Review.filter(product_id__in=ids).order_by("id").sql(params_inline=True)
-        raw_connection = await asyncpg.connect(database_url)
-        await raw_connection.execute("SET random_page_cost = 1.1; SET enable_mergejoin = off")
-
-        async def sql_only():
-            await raw_connection.fetch(page_sql)
-            await raw_connection.fetch(review_sql)
-
-        timings: dict[str, list[float]] = {"sql": [], "orm": [], "serialise": [], "http": [], "server_total": [],
-                                           "server_db": []}
-        page = None
-        for _ in range(rounds):
-            started = time.perf_counter()
-            await sql_only()
-            timings["sql"].append(time.perf_counter() - started)
-            started = time.perf_counter()
-            page = await products_page(filters, ordering, PAGE_SIZE)
-            timings["orm"].append(time.perf_counter() - started)
-            started = time.perf_counter()
-            orjson.dumps(product_page(page, total=90_000, page_number=1, page_size=PAGE_SIZE))
-            timings["serialise"].append(time.perf_counter() - started)
-            started = time.perf_counter()
-            _, headers, _ = await asyncio.to_thread(http_get, port, "/products")
-            timings["http"].append(time.perf_counter() - started)
-            found = re.search(r"total;dur=([\d.]+), db;dur=([\d.]+)", headers.get("server-timing", ""))
-            if found:
-                timings["server_total"].append(float(found.group(1)) / 1000)
-                timings["server_db"].append(float(found.group(2)) / 1000)
-        await raw_connection.close()
-        return {name: statistics.median(values) * 1000 for name, values in timings.items() if values}
-    finally:
-        await Tortoise.close_connections()
 
 
 # ------------------------------------------------------------------------------------------- report
@@ -999,29 +986,65 @@ def report(bench: Bench, started: float) -> str:
                 out.append(f"| {e['query']} | {e['execution_ms']:.3f} | {e['planning_ms']:.3f} | {e['top_node']} | "
                            f"{e['buffers']} |")
     if bench.profile:
-        out += ["", f"## Profile of the uncached first list page ({args.sizes[0]:,} products)", ""]
-        if "in_process" in bench.profile:
-            t = bench.profile["in_process"]
-            out += ["Medians, one request at a time (ms):", "",
-                    "| step | ms |", "| --- | ---: |",
-                    f"| the page's 2 SQL statements over raw asyncpg (round trips + execution) | {t.get('sql', 0):.2f} |",
-                    f"| `queries.products_page` (same SQL through Tortoise + model building) | {t.get('orm', 0):.2f} |",
-                    f"| of which ORM model building (difference) | {t.get('orm', 0) - t.get('sql', 0):.2f} |",
-                    f"| `serialize.product_page` + `orjson.dumps` | {t.get('serialise', 0):.2f} |",
-                    f"| whole HTTP request seen by the client | {t.get('http', 0):.2f} |",
-                    f"| of which in the handler+middleware (Server-Timing total) | {t.get('server_total', 0):.2f} |",
-                    f"| of which in the database (Server-Timing db, incl. count lookup) | {t.get('server_db', 0):.2f} |",
-                    ""]
-        if "py_spy" in bench.profile:
-            out += [f"On-CPU samples of one worker under `wrk -c 50` on `/products`, cache off "
-                    f"(`{bench.profile['py_spy_command']}`), grouped by the innermost recognised frame:", "",
-                    "| where | share of samples |", "| --- | ---: |"]
-            for group, share in bench.profile["py_spy"]:
-                out.append(f"| {group} | {share:,.0f} |" if group == "samples" else f"| {group} | {share:.1f}% |")
-        elif "py_spy_error" in bench.profile:
-            out += [f"py-spy failed: `{bench.profile['py_spy_error']}`"]
+        out += profile_report(bench)
     out += ["", "## Commands run", "", "```sh"] + sorted(set(bench.commands)) + ["```", ""]
     return "\n".join(out)
+
+
+PROFILE_STEPS = (
+    ("sql", "the page's SQL statements over raw asyncpg (round trips + execution)"),
+    ("orm", "`queries.products_page` (the same statements through Tortoise, rows to objects)"),
+    ("tortoise", "of which Tortoise's own work (difference)"),
+    ("serialise", "`serialize.product_page` + `orjson.dumps`"),
+    ("http", "whole HTTP request seen by the client"),
+    ("server_total", "of which in the handler + middleware (Server-Timing total)"),
+    ("server_db", "of which in the database (Server-Timing db, incl. the count lookup)"),
+)
+
+
+def profile_report(bench: Bench) -> list[str]:
+    runs = bench.profile.get("runs", [])
+    if not runs:
+        return []
+    columns = [run["code"] for run in runs]
+    out = ["", f"## Profile of the uncached first list page ({bench.args.sizes[0]:,} products)", "",
+           "Each column is one source tree, served and measured the same way in this run (`--profile-baseline` "
+           "adds the older revision's column). Load: `wrk -c 50` on `/products`, response cache off.", "",
+           "| | " + " | ".join(columns) + " |", "| --- |" + " ---: |" * len(columns)]
+
+    def row(label: str, values: list[str]) -> None:
+        out.append(f"| {label} | " + " | ".join(values) + " |")
+
+    row("requests/s (2 workers, 50 connections)", [f"{run.get('rps', 0):,.0f}" for run in runs])
+    row("server CPU ms per request", [f"{run.get('server_cpu_ms_per_request', 0):.2f}" for run in runs])
+    row("PostgreSQL CPU ms per request", [f"{run.get('postgres_cpu_ms_per_request', 0):.2f}" for run in runs])
+    out += ["", "Medians, one request at a time, in ms (`benchmarks/page_breakdown.py`):", "",
+            "| step | " + " | ".join(columns) + " |", "| --- |" + " ---: |" * len(columns)]
+    for key, label in PROFILE_STEPS:
+        values = []
+        for run in runs:
+            t = run.get("in_process", {})
+            value = t.get("orm", 0) - t.get("sql", 0) if key == "tortoise" else t.get(key)
+            values.append("-" if value is None or not t else f"{value:.2f}")
+        row(label, values)
+    row("SQL statements per page", [f"{run.get('in_process', {}).get('statements', 0):.0f}" for run in runs])
+    sampled = [run for run in runs if "py_spy" in run]
+    if sampled:
+        out += ["", f"On-CPU samples of one worker during that load (`{sampled[0]['py_spy_command']}`), grouped by "
+                "the innermost recognised frame:", "", "| where | " + " | ".join(columns) + " |",
+                "| --- |" + " ---: |" * len(columns)]
+        for index, (group, _) in enumerate(sampled[0]["py_spy"]):
+            values = []
+            for run in runs:
+                shares = run.get("py_spy")
+                share = shares[index][1] if shares else None
+                values.append("-" if share is None else f"{share:,.0f}" if group == "samples" else f"{share:.1f}%")
+            row(group, values)
+    for run in runs:
+        for problem in ("error", "py_spy_error", "in_process_error"):
+            if problem in run:
+                out.append(f"\n{run['code']}: {problem}: `{run[problem]}`")
+    return out
 
 
 def chart(bench: Bench, path: Path) -> None:
@@ -1069,6 +1092,8 @@ def main() -> None:
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy / in-process profile")
+    parser.add_argument("--profile-baseline", metavar="REV",
+                        help="also profile the uncached first page on this git revision, for a before/after")
     parser.add_argument("--output", default=str(PROJECT_ROOT / "BENCHMARKS.md"))
     parser.add_argument("--from-results", action="store_true",
                         help="only rewrite BENCHMARKS.md and chart.png from benchmarks/results.json")
