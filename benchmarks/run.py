@@ -240,6 +240,24 @@ class Req:
     body: str | None = None
 
 
+async def wait_until_idle(pg: str, database: str, limit_s: float = 120) -> None:
+    """Statements a scenario left running in PostgreSQL (wrk's timed-out requests, still being served)
+    would be measured with the next scenario: wait until none of ``database``'s backends is busy."""
+    connection = await asyncpg.connect(f"{pg.rstrip('/')}/postgres")
+    try:
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            busy = await connection.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND state = 'active' AND pid <> pg_backend_pid()",
+                database)
+            if not busy:
+                return
+            await asyncio.sleep(0.5)
+        log(f"  {database}: statements still running after {limit_s:.0f} s, measuring anyway")
+    finally:
+        await connection.close()
+
+
 def lua_string(text: str) -> str:
     return "[==[" + text + "]==]"
 
@@ -520,6 +538,7 @@ class Bench:
                 connections: int, rate: float = 0.0) -> Result:
         script = self.script_dir / f"{name}{'_open' if rate else ''}.lua"
         script.write_text(lua_script(requests, rate / WRK_THREADS if rate else 0.0))
+        asyncio.run(wait_until_idle(self.args.pg, database))
         if self.args.warmup > 0:
             run_wrk(server, script, connections, self.args.warmup, latency=False)
         before, loadgen_before, started = cpu_snapshot(server, database), children_cpu(), time.monotonic()
@@ -544,6 +563,7 @@ class Bench:
 
     def measure_hey(self, server: Server, size: int, cache: str, database: str, path: str) -> Result:
         per_worker = OPEN_LOOP_RATE / OPEN_LOOP_CONNECTIONS
+        asyncio.run(wait_until_idle(self.args.pg, database))
         if self.args.warmup > 0:
             run_hey(server, path, OPEN_LOOP_CONNECTIONS, per_worker, max(1, self.args.warmup))
         before, loadgen_before, started = cpu_snapshot(server, database), children_cpu(), time.monotonic()
