@@ -2,6 +2,8 @@
 
 Every cached response names the generations it depends on: ``all`` (bumped by any product write),
 ``c<id>`` (a category's products), ``p<id>`` (one product), ``categories`` (never bumped through the API).
+``m<count name>`` is bumped only when a write moves a product in or out of a counted list: the page
+anchors of that list (``PageAnchors``) depend on it.
 The generations' current values are part of the entry's key, so a write that bumps them makes every
 entry it affects unreachable for all workers at once; the lookup reads generations and entry in one
 Redis round trip (a Lua script). A global ``epoch`` in every key drops everything, used when a write
@@ -80,6 +82,10 @@ def category_generation(category_id: int) -> str:
 
 def count_name(filters: ProductFilter) -> str:
     return f"{int(filters.is_active)}:{filters.category_id if filters.category_id is not None else '*'}"
+
+
+def membership_generation(filters: ProductFilter) -> str:
+    return f"m{count_name(filters)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,6 +359,16 @@ class ResilientCache:
     async def peek(self, key: str) -> bytes | None:
         return await self._call(lambda: self.backend.peek(key), None)
 
+    async def wait_for_fill(self, key: str) -> bytes | None:
+        """The entry another request is computing (it holds the lock), once there; None after a while."""
+        deadline = time.monotonic() + FOLLOWER_WAIT_S
+        while time.monotonic() < deadline:
+            await asyncio.sleep(FOLLOWER_POLL_S)
+            value = await self.peek(key)
+            if value is not None:
+                return value
+        return None
+
     async def fill(self, key: str, value: bytes) -> None:
         await self._call(lambda: self.backend.fill(key, value), None)
 
@@ -429,15 +445,17 @@ def product_write_effects(
     for state in (before, after):
         if state is not None and state.category_id is not None:
             generations.append(category_generation(state.category_id))
-    deltas: Counter[str] = Counter()
+    deltas: Counter[ProductFilter] = Counter()
     if before != after:
         for state, sign in ((before, -1), (after, +1)):
             if state is None:
                 continue
-            deltas[count_name(ProductFilter(state.is_active))] += sign
+            deltas[ProductFilter(state.is_active)] += sign
             if state.category_id is not None:
-                deltas[count_name(ProductFilter(state.is_active, state.category_id))] += sign
-    return list(dict.fromkeys(generations)), {name: delta for name, delta in deltas.items() if delta}
+                deltas[ProductFilter(state.is_active, state.category_id)] += sign
+    moved = [filters for filters, delta in deltas.items() if delta]
+    generations += [membership_generation(filters) for filters in moved]
+    return list(dict.fromkeys(generations)), {count_name(filters): deltas[filters] for filters in moved}
 
 
 @dataclass(frozen=True, slots=True)
@@ -470,21 +488,12 @@ class ResponseCache:
         lookup = await self.cache.lookup(f"{request.host}{key}", dependencies)
         value = lookup.value
         if value is None and lookup.key is not None and not lookup.leader:
-            value = await self._wait_for_leader(lookup.key)
+            value = await self.cache.wait_for_fill(lookup.key)
         if value is not None:
             request.ctx.cache = "hit"
             return Representation.decode(value).respond(request, self.settings)
         request.ctx.cache = "miss" if lookup.key is not None else "off"
         return await self._produced(request, lookup.key, produce)
-
-    async def _wait_for_leader(self, key: str) -> bytes | None:
-        deadline = time.monotonic() + FOLLOWER_WAIT_S
-        while time.monotonic() < deadline:
-            await asyncio.sleep(FOLLOWER_POLL_S)
-            value = await self.cache.peek(key)
-            if value is not None:
-                return value
-        return None
 
     async def _produced(
         self, request: Request, key: str | None, produce: Callable[[], Awaitable[Produced]]
@@ -502,6 +511,48 @@ class ResponseCache:
         elif key is not None:  # not kept (an estimated total): let the next request compute it at once
             await self.cache.release(key)
         return representation.respond(request, self.settings)
+
+
+class PageAnchors:
+    """Where ``page=N`` of a list in the default order starts, without an OFFSET over every row before it.
+
+    The anchors of a counted list (is_active, category_id) are the ids of its rows ``every``, 2 *
+    ``every``, ...; page=N then skips at most ``every`` rows past the nearest one. They are kept like a
+    response, under the list's membership generation: only writes that move a product in or out of the
+    list shift positions in id order (a price or name change does not). One request computes missing
+    anchors while the others wait for them (a while: then, as while Redis is unavailable, plain OFFSET).
+    """
+
+    def __init__(self, cache: ResilientCache, settings: Settings) -> None:
+        self.cache = cache
+        self.every = settings.page_anchor_every
+
+    async def start(self, filters: ProductFilter, skip: int) -> tuple[queries.Keyset | None, int]:
+        """The row to start after (None: the list's start) and how many rows to skip from there."""
+        if skip < self.every or filters.narrowed:
+            return None, skip
+        anchors = await self._anchors(filters)
+        block = min(skip // self.every, len(anchors or ()))
+        if not block:
+            return None, skip
+        return queries.Keyset(None, anchors[block - 1]), skip - block * self.every  # type: ignore[index]
+
+    async def _anchors(self, filters: ProductFilter) -> list[int] | None:
+        lookup = await self.cache.lookup(f"anchors/{count_name(filters)}/{self.every}", [membership_generation(filters)])
+        if lookup.key is None:
+            return None
+        value = lookup.value if lookup.leader else await self.cache.wait_for_fill(lookup.key)
+        if value is not None:
+            return orjson.loads(value)
+        if not lookup.leader:
+            return None
+        try:
+            anchors = await queries.page_anchors(filters, self.every)
+        except BaseException:
+            await self.cache.release(lookup.key)
+            raise
+        await self.cache.fill(lookup.key, orjson.dumps(anchors))
+        return anchors
 
 
 class ProductTotals:
@@ -582,6 +633,7 @@ class Caches:
     store: ResilientCache
     responses: ResponseCache
     totals: ProductTotals
+    anchors: PageAnchors
 
     @asynccontextmanager
     async def product_write(self) -> AsyncIterator[None]:
@@ -633,4 +685,4 @@ def open_caches(settings: Settings, shared: SharedState) -> Caches:
     else:
         backend = MemoryBackend(shared.generation, settings)
         store = ResilientCache(backend, settings, "in-process cache", shared.unconfirmed_writes)
-    return Caches(store, ResponseCache(store, settings), ProductTotals(store, settings))
+    return Caches(store, ResponseCache(store, settings), ProductTotals(store, settings), PageAnchors(store, settings))

@@ -197,14 +197,17 @@ async def products_page(
     """One keyset page: after a cursor's row, before it (reading backwards), or ``skip`` rows in.
 
     ``skip`` serves ``page=N``: the page's rows are found by an index-only scan in a subquery (by id
-    alone for the default order), so the skipped rows are never joined or loaded.
+    alone for the default order), so the skipped rows are never joined or loaded. In the default order
+    ``after`` and ``skip`` combine: ``skip`` rows past ``after``'s row.
     """
     backwards = before is not None
     queryset = filters.apply(Product.all())
     if after is not None or before is not None:
         queryset = ordering.beyond(queryset, after or before, backwards)  # type: ignore[arg-type]
-    elif skip and ordering.column == "id":
-        first_id = filters.apply(Product.all()).order_by("id").offset(skip).limit(1).values("id")
+    if skip and ordering.column == "id":
+        # After an anchor (catalog.cache.PageAnchors), only the rows since it are skipped.
+        skipped = filters.apply(Product.all()) if after is None else ordering.beyond(filters.apply(Product.all()), after)
+        first_id = skipped.order_by("id").offset(skip).limit(1).values("id")
         queryset = queryset.filter(id__gte=Subquery(first_id))
     elif skip:
         page_ids = filters.apply(Product.all()).order_by(*ordering.order_by()).offset(skip).limit(page_size + 1)
@@ -216,6 +219,33 @@ async def products_page(
     if "reviews" in parts:
         return Page(await _with_reviews(products), len(rows) > page_size)
     return Page(products, len(rows) > page_size, await review_stats([row["id"] for row in products]))
+
+
+# The id ending each block of $1 + 1 rows: one short index-only scan per block, each from the last anchor.
+ANCHORS_SQL = """
+WITH RECURSIVE anchor(id) AS (
+    SELECT (SELECT id FROM products WHERE {where} ORDER BY id OFFSET $1 LIMIT 1)
+    UNION ALL
+    SELECT (SELECT id FROM products WHERE {where} AND id > anchor.id ORDER BY id OFFSET $1 LIMIT 1)
+    FROM anchor WHERE anchor.id IS NOT NULL
+)
+SELECT id FROM anchor WHERE id IS NOT NULL
+"""
+
+
+async def page_anchors(filters: ProductFilter, every: int) -> list[int]:
+    """The ids of rows every, 2 * every, ... (1-based) of ``filters``'s products in id order.
+
+    Only for the filters whose lists are counted (is_active, category_id): not price ranges or searches.
+    A recursive query rather than row_number() over the whole list: 86 ms against 240 ms at 1,000,000.
+    """
+    if filters.narrowed:
+        raise ValueError(f"no page anchors under a price range or a search: {filters}")
+    where, values = "is_active = $2", [every - 1, filters.is_active]
+    if filters.category_id is not None:
+        where, values = f"{where} AND category_id = $3", [*values, filters.category_id]
+    _, rows = await Tortoise.get_connection("default").execute_query(ANCHORS_SQL.format(where=where), values)
+    return [row["id"] for row in rows]
 
 
 async def review_stats(product_ids: list[int]) -> dict[int, ReviewStats]:

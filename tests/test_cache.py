@@ -141,13 +141,17 @@ def test_concurrent_misses_compute_an_entry_once(client, catalog: Database) -> N
 
 def test_write_effects() -> None:
     generations, deltas = product_write_effects(7, None, ProductState(True, 3))
-    assert set(generations) == {"all", "p7", "c3"} and deltas == {"1:*": 1, "1:3": 1}
+    assert set(generations) == {"all", "p7", "c3", "m1:*", "m1:3"} and deltas == {"1:*": 1, "1:3": 1}
+    # A change that moves the product in or out of no list: no membership generation, no count delta.
     generations, deltas = product_write_effects(7, ProductState(True, 3), ProductState(True, 3))
     assert set(generations) == {"all", "p7", "c3"} and deltas == {}
     generations, deltas = product_write_effects(7, ProductState(True, 3), ProductState(False, 4))
-    assert set(generations) == {"all", "p7", "c3", "c4"}
+    assert set(generations) == {"all", "p7", "c3", "c4", "m1:*", "m1:3", "m0:*", "m0:4"}
     assert deltas == {"1:*": -1, "1:3": -1, "0:*": 1, "0:4": 1}
-    assert product_write_effects(7, ProductState(False, None), None) == (["all", "p7"], {"0:*": -1})
+    # From one category to another: the unfiltered list keeps its members.
+    generations, deltas = product_write_effects(7, ProductState(True, 3), ProductState(True, 4))
+    assert set(generations) == {"all", "p7", "c3", "c4", "m1:3", "m1:4"} and deltas == {"1:3": -1, "1:4": 1}
+    assert product_write_effects(7, ProductState(False, None), None) == (["all", "p7", "m0:*"], {"0:*": -1})
     assert count_name(ProductFilter(False, 12)) == "0:12"
 
 

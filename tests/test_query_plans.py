@@ -138,6 +138,11 @@ def hot_queries(url: str) -> dict[str, Callable[[], Awaitable[Any]]]:
         "category products": partial(queries.category_products, category),
         "low stock": partial(queries.low_stock_products, 10),
         "reviews page": partial(queries.reviews_page, deep["id"].id, 20),
+        "page anchors": partial(queries.page_anchors, active, 1000),
+        "page anchors of a category": partial(queries.page_anchors, in_category, 1000),
+        "deep page=N from an anchor": partial(
+            queries.products_page, active, Ordering(), 20, after=deep["id"], skip=500
+        ),
     })
     return calls
 

@@ -129,13 +129,17 @@ async def list_products(request: Request) -> HTTPResponse:
 
     async def produce() -> Produced:
         position, page = listing.position, listing.page
+        after, before, skip = None, None, 0
+        if position is None:
+            skip = (page - 1) * listing.page_size
+            if listing.ordering.column == "id":
+                after, skip = await caches.anchors.start(listing.filters, skip)
+        elif position.backwards:
+            before = position.key
+        else:
+            after = position.key
         page_read = await queries.products_page(
-            listing.filters,
-            listing.ordering,
-            listing.page_size,
-            after=position.key if position is not None and not position.backwards else None,
-            before=position.key if position is not None and position.backwards else None,
-            skip=(page - 1) * listing.page_size if position is None else 0,
+            listing.filters, listing.ordering, listing.page_size, after=after, before=before, skip=skip,
             parts=listing.parts,
         )
         total, exact = await caches.totals.total(listing.filters)
