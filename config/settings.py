@@ -59,8 +59,9 @@ class Settings:
     cache_ttl: float = field(default_factory=lambda: _float("CACHE_TTL", 60.0))
     cache_responses: bool = field(default_factory=lambda: _bool("CACHE_RESPONSES", True))
     cache_prefix: str = field(default_factory=lambda: os.environ.get("CACHE_PREFIX", "catalog"))
-    # A dead or slow Redis costs at most this per call, and then nothing while the breaker is open.
-    redis_timeout: float = field(default_factory=lambda: _float("REDIS_TIMEOUT_MS", 50.0) / 1000)
+    # A dead or slow Redis costs at most this per call, and then nothing while the breaker is open. Not
+    # shorter: at 500 connections a worker's event loop lags past 50 ms, and late replies opened the breaker.
+    redis_timeout: float = field(default_factory=lambda: _float("REDIS_TIMEOUT_MS", 200.0) / 1000)
     redis_max_connections: int = field(default_factory=lambda: _int("REDIS_MAX_CONNECTIONS", 64))
     redis_retry_after: float = field(default_factory=lambda: _float("REDIS_RETRY_AFTER_S", 2.0))
     # Below this many products a missing count is computed at once; above, estimated then computed in the background.
