@@ -8,8 +8,11 @@ statement, in or out of a transaction, is counted and timed into the running req
 asyncpg resets a connection on its way back to the pool with a query of its own (``SELECT
 pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``): one more round trip and four more
 statements for PostgreSQL per statement of ours. The service never changes session state (no SET, LISTEN,
-cursors or advisory locks), so the pool here only rolls back a transaction left open, as asyncpg does first
-in any case.
+cursors or advisory locks), so after a use that ended normally the pool only rolls back a transaction left
+open, as asyncpg does first in any case. A use that ended in an exception (a cancelled request included)
+still gets the full reset: asyncpg prepares a statement with Flush, not Sync, so a task cancelled between
+preparing and executing leaves PostgreSQL inside an implicit transaction, holding its snapshot and the
+statement's table locks (which would block a migration) until the connection's next use.
 
 Tortoise's ``field__search`` compares ``to_tsvector(field)``, whose text configuration comes from the
 session, so no index can hold it; here it is ``to_tsvector('simple', field) @@ to_tsquery('simple', $n)``,
@@ -91,9 +94,19 @@ class TimedPoolConnectionWrapper(PoolConnectionWrapper):
         self.connection = await self.client._pool.acquire(timeout=self.client.acquire_timeout)
         return self.connection
 
+    async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        try:
+            if exc_type is not None:
+                await self.connection.reset()
+        except Exception:
+            self.connection.terminate()  # the pool opens a new one in its place
+        finally:
+            await self.client._pool.release(self.connection)
+
 
 async def _no_session_reset(connection: asyncpg.Connection) -> None:
-    """The pool's ``reset``: asyncpg has already rolled back an open transaction; nothing else to undo."""
+    """The pool's ``reset`` after a use that ended normally (see the module doc): asyncpg has already
+    rolled back an open transaction; nothing else to undo."""
 
 
 class CatalogAsyncpgClient(MeasuredQueries, AsyncpgDBClient):

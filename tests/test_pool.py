@@ -40,3 +40,23 @@ def test_pool_returns_to_baseline_after_failing_requests(client, db: Database) -
     assert in_use == 0
     assert size <= TEST_POOL_MAX
     assert db.fetchval("SELECT count(*) FROM products") == 1
+
+
+def test_a_use_interrupted_between_prepare_and_execute_leaves_no_open_transaction(client, db: Database) -> None:
+    """asyncpg prepares with Flush: PostgreSQL stays inside an implicit transaction (state 'active', waiting
+    for the client) until the next message. A use that ends in an exception must not leave it so in the pool."""
+    connection_client = Tortoise.get_connection("default")
+
+    async def interrupted() -> int:
+        try:
+            async with connection_client.acquire_connection() as connection:
+                pid = connection.get_server_pid()
+                await connection.prepare("SELECT id FROM products")
+                raise asyncio.CancelledError  # as when Sanic cancels the request of a client that left
+        except asyncio.CancelledError:
+            return pid
+
+    pid = db.run(interrupted())
+    state = db.fetch("SELECT state, wait_event FROM pg_stat_activity WHERE pid = $1", pid)
+    assert [tuple(row) for row in state] in ([("idle", "ClientRead")], [])
+    assert checked_out(db)[0] == 0
