@@ -68,6 +68,9 @@ START_TIMEOUT_S = 120
 WRK_THREADS = 2
 OPEN_LOOP_CONNECTIONS = 500
 OPEN_LOOP_RATE = 1_000  # requests/s in total
+WORKERS = 2  # as the Procfile starts them (WEB_CONCURRENCY's default)
+DEFAULT_POOL_MAX = 50
+SPARE_CONNECTIONS = 10
 BOTH_COUNTS = ("ceiling_static", "ceiling_pk", "first_page", "deep_cursor")
 LIST_SCENARIOS = ("first_page", "category_page", "deep_cursor", "deep_page_n")
 
@@ -174,7 +177,7 @@ class Server:
         return psutil.Process(self.process.pid).children(recursive=True)
 
 
-def start_server(database_url: str, redis_url: str, prefix: str, cache: bool, workers: int = 2,
+def start_server(database_url: str, redis_url: str, prefix: str, cache: bool, pool_max: int, workers: int = WORKERS,
                  tree: Path = PROJECT_ROOT) -> Server:
     """Like the Procfile's web process; returned once /health answers and every worker acked its start.
 
@@ -184,7 +187,7 @@ def start_server(database_url: str, redis_url: str, prefix: str, cache: bool, wo
     log_path = LOG_DIR / f"{prefix}.log"
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "CACHE_PREFIX": prefix,
            "WEB_CONCURRENCY": str(workers), "CACHE_RESPONSES": "true" if cache else "false",
-           "BENCHMARK_ENDPOINTS": "true", "PORT": str(port), "PYTHONPATH": str(tree)}
+           "BENCHMARK_ENDPOINTS": "true", "PORT": str(port), "PYTHONPATH": str(tree), "DB_POOL_MAX": str(pool_max)}
     with log_path.open("w") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "sanic", "catalog.app:create_app", "--factory", "--host", "127.0.0.1",
@@ -240,22 +243,29 @@ class Req:
     body: str | None = None
 
 
-async def wait_until_idle(pg: str, database: str, limit_s: float = 120) -> None:
-    """Statements a scenario left running in PostgreSQL (wrk's timed-out requests, still being served)
-    would be measured with the next scenario: wait until none of ``database``'s backends is busy."""
-    connection = await asyncpg.connect(f"{pg.rstrip('/')}/postgres")
-    try:
+class Monitor:
+    """One connection to PostgreSQL kept for the whole run, opened before any server takes the others."""
+
+    def __init__(self, pg: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.connection: asyncpg.Connection = self.loop.run_until_complete(asyncpg.connect(f"{pg.rstrip('/')}/postgres"))
+        self.max_connections = int(self.loop.run_until_complete(self.connection.fetchval("SHOW max_connections")))
+
+    def wait_until_idle(self, database: str, limit_s: float = 120) -> None:
+        """Statements a scenario left running (wrk's timed-out requests, still being served) would be
+        measured with the next scenario: wait until none of ``database``'s backends is busy."""
         deadline = time.monotonic() + limit_s
         while time.monotonic() < deadline:
-            busy = await connection.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND state = 'active' AND pid <> pg_backend_pid()",
-                database)
+            busy = self.loop.run_until_complete(self.connection.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND state = 'active'", database))
             if not busy:
                 return
-            await asyncio.sleep(0.5)
+            time.sleep(0.5)
         log(f"  {database}: statements still running after {limit_s:.0f} s, measuring anyway")
-    finally:
-        await connection.close()
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.connection.close())
+        self.loop.close()
 
 
 def lua_string(text: str) -> str:
@@ -482,6 +492,15 @@ class Bench:
         self.run_id = time.strftime("%Y%m%d%H%M%S")
         self.script_dir = Path(tempfile.mkdtemp(prefix="catalog-bench-lua-"))
         self.commands: list[str] = []
+        self.monitor: Monitor | None = None
+        self.pool_max = DEFAULT_POOL_MAX
+
+    def open_monitor(self) -> None:
+        """The monitor connection, and the largest pool per worker (up to the default 50) that leaves it,
+        a profile's two connections and a few spare under PostgreSQL's max_connections."""
+        self.monitor = Monitor(self.args.pg)
+        self.pool_max = min(DEFAULT_POOL_MAX, (self.monitor.max_connections - SPARE_CONNECTIONS) // WORKERS)
+        self.args.pool_max = self.pool_max
 
     # scenarios -------------------------------------------------------------------------------
 
@@ -538,7 +557,7 @@ class Bench:
                 connections: int, rate: float = 0.0) -> Result:
         script = self.script_dir / f"{name}{'_open' if rate else ''}.lua"
         script.write_text(lua_script(requests, rate / WRK_THREADS if rate else 0.0))
-        asyncio.run(wait_until_idle(self.args.pg, database))
+        self.monitor.wait_until_idle(database)
         if self.args.warmup > 0:
             run_wrk(server, script, connections, self.args.warmup, latency=False)
         before, loadgen_before, started = cpu_snapshot(server, database), children_cpu(), time.monotonic()
@@ -563,7 +582,7 @@ class Bench:
 
     def measure_hey(self, server: Server, size: int, cache: str, database: str, path: str) -> Result:
         per_worker = OPEN_LOOP_RATE / OPEN_LOOP_CONNECTIONS
-        asyncio.run(wait_until_idle(self.args.pg, database))
+        self.monitor.wait_until_idle(database)
         if self.args.warmup > 0:
             run_hey(server, path, OPEN_LOOP_CONNECTIONS, per_worker, max(1, self.args.warmup))
         before, loadgen_before, started = cpu_snapshot(server, database), children_cpu(), time.monotonic()
@@ -594,30 +613,31 @@ class Bench:
                 cursors.append(headers["x-next-cursor"])
         return cursors
 
-    def profile_first_page(self, server: Server, database_url: str, database: str) -> None:
-        """The uncached first page profiled on this checkout and, with --profile-baseline, on that revision
-        (its own server, same database, same method), so the before/after is one run's."""
+    def profile_first_page(self, database_url: str, database: str) -> None:
+        """The uncached first page profiled on this checkout and, with --profile-baseline, on that revision:
+        each on a fresh server (cache off) on the same database, the same way, so the before/after is one run's."""
         runs: list[dict] = []
         self.profile = {"runs": runs}
-        trees = [("this checkout", "HEAD", None)]
+        trees: list[tuple[str, str, Path | None]] = [("this checkout", "HEAD", None)]
         if self.args.profile_baseline:
             trees.append(("baseline", self.args.profile_baseline, baseline_tree(self.args.profile_baseline)))
         for label, revision, tree in trees:
             commit = subprocess.run(["git", "rev-parse", "--short", revision], cwd=PROJECT_ROOT, capture_output=True,
                                     text=True).stdout.strip()
+            code = f"{label}: {revision} ({commit})"
             prefix = f"bench-{self.run_id}-profile-{commit}"
-            target = server if tree is None else start_server(database_url, self.args.redis, prefix, False, tree=tree)
+            log(f"profiling the uncached first page: {code}")
+            server = start_server(database_url, self.args.redis, prefix, False, self.pool_max, tree=tree or PROJECT_ROOT)
             try:
-                log(f"profiling the uncached first page: {label} ({revision}, {commit})")
-                runs.append({"code": f"{label}: {revision} ({commit})",
-                             **profile_first_page(target, database_url, database, self.args, tree or PROJECT_ROOT)})
+                runs.append({"code": code, **profile_first_page(server, database_url, database, self.args,
+                                                                tree or PROJECT_ROOT)})
             except Exception as error:  # a profile that fails must not lose the run's figures
                 log(f"profile failed: {error!r}")
-                runs.append({"code": f"{label}: {revision} ({commit})", "error": repr(error)})
+                runs.append({"code": code, "error": repr(error)})
             finally:
+                stop_server(server)
+                forget_prefix(self.args.redis, prefix)
                 if tree is not None:
-                    stop_server(target)
-                    forget_prefix(self.args.redis, prefix)
                     shutil.rmtree(tree, ignore_errors=True)
 
     def run_size(self, size: int) -> None:
@@ -629,7 +649,7 @@ class Bench:
         cursors: list[str] = []
         for cache in ("on", "off"):
             prefix = f"bench-{self.run_id}-{database}-{cache}"
-            server = start_server(database_url, self.args.redis, prefix, cache == "on")
+            server = start_server(database_url, self.args.redis, prefix, cache == "on", self.pool_max)
             try:
                 if not cursors:
                     cursors = self.deep_cursors(server, facts, 30 if self.args.quick else 100)
@@ -645,14 +665,14 @@ class Bench:
                 self.measure(server, size, cache, database, "mixed", scenarios["mixed"], OPEN_LOOP_CONNECTIONS,
                              rate=OPEN_LOOP_RATE)
                 self.measure_hey(server, size, cache, database, "/products")
-                if cache == "off" and size == self.args.sizes[0] and not self.args.no_profile:
-                    self.profile_first_page(server, database_url, database)
                 self.rss[(size, cache)] = [w.memory_info().rss / 2**20 for w in server.workers()]
                 log(f"  RSS per worker: {', '.join(f'{r:.0f} MB' for r in self.rss[(size, cache)])}")
             finally:
                 stop_server(server)
                 forget_prefix(self.args.redis, prefix)
                 save_results(self)
+        if size == self.args.sizes[0] and not self.args.no_profile:
+            self.profile_first_page(database_url, database)
 
 
 # ------------------------------------------------------------------------------------------ EXPLAIN
@@ -963,8 +983,10 @@ def report(bench: Bench, started: float) -> str:
         f"{args.duration:g}s -s <scenario>.lua --latency` (timeouts are wrk's default 2 s). Open loop: the same "
         f"Lua script with a `delay()` that hands out send times at {OPEN_LOOP_RATE:,} req/s in total over "
         f"{OPEN_LOOP_CONNECTIONS} connections, and `hey -c 500 -q 2 -z {int(args.duration)}s` on the first page. "
-        "Server: `python -m sanic catalog.app:create_app --factory --workers 2` (the Procfile's command; pool "
-        "defaults DB_POOL_MIN 20 / DB_POOL_MAX 50), REDIS_URL set, a CACHE_PREFIX per run, once as shipped "
+        "Server: `python -m sanic catalog.app:create_app --factory --workers 2` (the Procfile's command; "
+        f"DB_POOL_MIN 20, DB_POOL_MAX {getattr(args, 'pool_max', DEFAULT_POOL_MAX)}: the default 50 when "
+        "2 x 50 fits under PostgreSQL's max_connections beside the harness's own connections, else the most that "
+        "does), REDIS_URL set, a CACHE_PREFIX per run, once as shipped "
         "(cache on) and once with CACHE_RESPONSES=false (cache off; counts stay cached), both with "
         "BENCHMARK_ENDPOINTS=true for the ceilings. Ratios compare figures of this one run.",
         "",
@@ -1132,9 +1154,13 @@ def main() -> None:
         Path(args.output).write_text(report(bench, started))
         chart(bench, BENCH_DIR / "chart.png")
         return
-    for size in args.sizes:
-        bench.run_size(size)
-        save_results(bench)
+    bench.open_monitor()
+    try:
+        for size in args.sizes:
+            bench.run_size(size)
+            save_results(bench)
+    finally:
+        bench.monitor.close()
     Path(args.output).write_text(report(bench, started))
     chart(bench, BENCH_DIR / "chart.png")
     log(f"wrote {args.output}, {BENCH_DIR / 'chart.png'}, {BENCH_DIR / 'results.json'}")
@@ -1154,7 +1180,7 @@ def load_results(bench: Bench) -> None:
 
 def save_results(bench: Bench) -> None:
     (BENCH_DIR / "results.json").write_text(json.dumps({
-        "args": {k: v for k, v in vars(bench.args).items() if k in ("sizes", "duration", "warmup", "connections")},
+        "args": {k: v for k, v in vars(bench.args).items() if k in ("sizes", "duration", "warmup", "connections", "pool_max")},
         "argv": sys.argv[1:], "commands": bench.commands,
         "results": [vars(x) for x in bench.results],
         "samples": {f"{k[0]}/{k[1]}/{k[2]}": vars(v) for k, v in bench.samples.items()},
