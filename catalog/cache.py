@@ -36,6 +36,7 @@ from collections.abc import (
 )
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from multiprocessing import Value
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any, Protocol
@@ -322,6 +323,7 @@ class ResilientCache:
         self.unconfirmed_writes = unconfirmed_writes
         self.stale_entries_possible = False  # this worker owes an epoch bump
         self._epoch_task: asyncio.Task | None = None
+        self.polls: dict[str, asyncio.Future[bytes | None]] = {}
 
     @property
     def available(self) -> bool:
@@ -360,7 +362,18 @@ class ResilientCache:
         return await self._call(lambda: self.backend.peek(key), None)
 
     async def wait_for_fill(self, key: str) -> bytes | None:
-        """The entry another request is computing (it holds the lock), once there; None after a while."""
+        """The entry another request is computing (it holds the lock), once there; None after a while.
+
+        The requests of this worker waiting for the same entry share one poll: under load hundreds wait
+        for the same invalidated page, and each polling on its own took Redis's connection pool over.
+        """
+        poll = self.polls.get(key)
+        if poll is None:
+            poll = self.polls[key] = asyncio.ensure_future(self._poll(key))
+            poll.add_done_callback(lambda _: self.polls.pop(key, None))
+        return await asyncio.shield(poll)  # one waiter cancelled does not stop the others' poll
+
+    async def _poll(self, key: str) -> bytes | None:
         deadline = time.monotonic() + FOLLOWER_WAIT_S
         while time.monotonic() < deadline:
             await asyncio.sleep(FOLLOWER_POLL_S)
@@ -469,11 +482,16 @@ class Produced:
 
 
 class ResponseCache:
-    """Read-through cache of finished GET responses, one computation per missing entry across workers."""
+    """Read-through cache of finished GET responses, one computation per missing entry across workers.
+
+    Within a worker, the requests that miss the same entry share one computation as well: the one that
+    holds the entry's lock, or, when another worker held it too long, the first that gave up waiting.
+    """
 
     def __init__(self, cache: ResilientCache, settings: Settings) -> None:
         self.cache = cache
         self.settings = settings
+        self.productions: dict[str, asyncio.Future[Representation]] = {}
 
     async def serve(
         self,
@@ -484,33 +502,43 @@ class ResponseCache:
     ) -> HTTPResponse:
         """The response for ``key``, made by ``produce`` when it is missing."""
         if not self.settings.cache_responses:
-            return await self._produced(request, None, produce)
+            return (await self._produce(None, produce)).respond(request, self.settings)
         lookup = await self.cache.lookup(f"{request.host}{key}", dependencies)
-        value = lookup.value
-        if value is None and lookup.key is not None and not lookup.leader:
-            value = await self.cache.wait_for_fill(lookup.key)
+        value, entry = lookup.value, lookup.key
+        if value is None and entry is not None and not lookup.leader and entry not in self.productions:
+            value = await self.cache.wait_for_fill(entry)
         if value is not None:
             request.ctx.cache = "hit"
             return Representation.decode(value).respond(request, self.settings)
-        request.ctx.cache = "miss" if lookup.key is not None else "off"
-        return await self._produced(request, lookup.key, produce)
+        request.ctx.cache = "miss" if entry is not None else "off"
+        if entry is None:
+            return (await self._produce(None, produce)).respond(request, self.settings)
+        production = self.productions.get(entry)
+        if production is None:
+            # A task of its own: a client that leaves does not cancel what the others wait for.
+            production = self.productions[entry] = asyncio.ensure_future(self._produce(entry, produce))
+            production.add_done_callback(partial(self._production_done, entry))
+        return (await asyncio.shield(production)).respond(request, self.settings)
 
-    async def _produced(
-        self, request: Request, key: str | None, produce: Callable[[], Awaitable[Produced]]
-    ) -> HTTPResponse:
+    def _production_done(self, entry: str, production: asyncio.Future[Representation]) -> None:
+        del self.productions[entry]
+        if not production.cancelled():
+            production.exception()  # retrieved: its waiters have it, or have all gone
+
+    async def _produce(self, entry: str | None, produce: Callable[[], Awaitable[Produced]]) -> Representation:
         try:
             produced = await produce()
         except BaseException:
-            if key is not None:  # let the next request compute it rather than wait for the lock to expire
-                await self.cache.release(key)
+            if entry is not None:  # let the next request compute it rather than wait for the lock to expire
+                await self.cache.release(entry)
             raise
         body = orjson.dumps(produced.body)
         representation = Representation.for_cache(body, produced.headers, self.settings, produced.status)
-        if key is not None and produced.cacheable:
-            await self.cache.fill(key, representation.encode())
-        elif key is not None:  # not kept (an estimated total): let the next request compute it at once
-            await self.cache.release(key)
-        return representation.respond(request, self.settings)
+        if entry is not None and produced.cacheable:
+            await self.cache.fill(entry, representation.encode())
+        elif entry is not None:  # not kept (an estimated total): let the next request compute it at once
+            await self.cache.release(entry)
+        return representation
 
 
 class PageAnchors:

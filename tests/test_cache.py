@@ -139,6 +139,25 @@ def test_concurrent_misses_compute_an_entry_once(client, catalog: Database) -> N
     assert sum(executed) == 2, executed  # one request loaded the batch (2 statements), 19 waited for it
 
 
+def test_misses_in_one_worker_share_one_computation_when_another_worker_holds_the_lock(client, catalog: Database) -> None:
+    """The lock of the entry is taken (as by another worker that then never fills it): every request here
+    waits for it in vain, then they compute the entry once between them, not once each."""
+    base = f"http://{client.host}:{client.port}"
+    url = "/products/batch?ids=5,6,7"
+    store = client.app.ctx.caches.store
+    held = catalog.run(store.lookup(f"{client.host}:{client.port}{url}", ["p5", "p6", "p7"]))
+    assert held.leader and held.value is None
+
+    async def burst() -> list:
+        return await asyncio.gather(*(client._session.get(f"{base}{url}") for _ in range(20)))
+
+    responses = catalog.run(burst())
+    assert {response.status_code for response in responses} == {200}
+    assert len({response.content for response in responses}) == 1
+    assert sum(statements(response) for response in responses) == 2
+    assert client.app.ctx.caches.responses.productions == {}
+
+
 def test_write_effects() -> None:
     generations, deltas = product_write_effects(7, None, ProductState(True, 3))
     assert set(generations) == {"all", "p7", "c3", "m1:*", "m1:3"} and deltas == {"1:*": 1, "1:3": 1}
@@ -220,6 +239,27 @@ def test_breaker_skips_a_failing_backend_then_tries_again(settings) -> None:
 
     # Three failures in a row open the breaker; after redis_retry_after one call tries again.
     assert asyncio.run(scenario()) == [1, 2, 3, 3, 3, 3, 4]
+
+
+def test_waiters_for_one_entry_share_one_poll(settings) -> None:
+    class Filling:
+        peeks = 0
+
+        async def peek(self, key):
+            Filling.peeks += 1
+            return b"entry" if Filling.peeks >= 3 else None
+
+    async def scenario() -> tuple[list, int]:
+        cache = ResilientCache(Filling(), settings, "test", Value("q", 0))
+        waiters = [asyncio.ensure_future(cache.wait_for_fill("k")) for _ in range(50)]
+        await asyncio.sleep(0)
+        waiters[0].cancel()  # a client that left: the others still get the entry
+        results = await asyncio.gather(*waiters[1:])
+        return results, len(cache.polls)
+
+    results, polls_left = asyncio.run(scenario())
+    assert results == [b"entry"] * 49
+    assert Filling.peeks == 3 and polls_left == 0  # one poll for all 50, not 50 polls
 
 
 def test_redis_backend_round_trip(settings, catalog: Database) -> None:
