@@ -67,7 +67,25 @@ BREAKER_FAILURES = 3
 POOL_WAIT_S = 1.0
 # How often a worker that owes an epoch bump tries Redis again (the other workers wait on it).
 EPOCH_RETRY_S = 0.05
-REDIS_FAILURES = (RedisError, OSError, asyncio.TimeoutError)
+
+
+class PoolBusy(Exception):
+    """Every Redis connection of this worker stayed in use for POOL_WAIT_S: the worker is busy, not Redis."""
+
+
+class WaitingConnectionPool(redis.BlockingConnectionPool):
+    """redis-py's blocking pool, whose wait that ran out is told apart from Redis failing."""
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().get_connection(*args, **kwargs)
+        except redis.ConnectionError as error:
+            if isinstance(error.__cause__, asyncio.TimeoutError):  # the wait, not a connect that failed
+                raise PoolBusy from error
+            raise
+
+
+REDIS_FAILURES = (RedisError, OSError, asyncio.TimeoutError, PoolBusy)
 
 ALL_PRODUCTS = "all"
 CATEGORIES = "categories"
@@ -347,6 +365,10 @@ class ResilientCache:
             result = await call()
             self.failures_in_a_row = 0
             return result
+        except PoolBusy:
+            # Under load the worker's own requests hold every connection: a miss, but no sign that Redis
+            # is down (counted as one, the breaker opened under the heaviest load and made it heavier).
+            return fallback
         except REDIS_FAILURES as error:
             self._failed(error)
             return fallback
@@ -697,7 +719,7 @@ class SharedState:
 def open_caches(settings: Settings, shared: SharedState) -> Caches:
     """Redis when REDIS_URL is set (a client per worker, bounded timeouts), else the in-process stand-in."""
     if settings.redis_url:
-        pool = redis.BlockingConnectionPool.from_url(
+        pool = WaitingConnectionPool.from_url(
             settings.redis_url,
             # Requests beyond the pool wait for a connection (redis-py's default pool raises instead,
             # which under 500 concurrent requests read as Redis being down).

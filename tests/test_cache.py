@@ -262,6 +262,26 @@ def test_waiters_for_one_entry_share_one_poll(settings) -> None:
     assert Filling.peeks == 3 and polls_left == 0  # one poll for all 50, not 50 polls
 
 
+def test_a_worker_out_of_redis_connections_misses_without_opening_the_breaker(settings) -> None:
+    one = replace(settings, redis_max_connections=1, cache_prefix=settings.cache_prefix + "_busy")
+
+    async def scenario() -> tuple[list, bool, int]:
+        caches = open_caches(one, SharedState.new())
+        pool = caches.store.backend.client.connection_pool
+        pool.timeout = 0.05
+        held = await pool.get_connection()  # the only connection, kept busy
+        try:
+            lookups = [await caches.store.lookup(f"k{i}", ["p1"]) for i in range(5)]
+            return lookups, caches.store.available, caches.store.failures_in_a_row
+        finally:
+            await pool.release(held)
+            await caches.close()
+
+    lookups, available, failures = asyncio.run(scenario())
+    assert [lookup.key for lookup in lookups] == [None] * 5  # misses, served without the cache
+    assert available and failures == 0
+
+
 def test_redis_backend_round_trip(settings, catalog: Database) -> None:
     import redis.asyncio as redis_asyncio
 
