@@ -687,7 +687,7 @@ async def explain_hot_queries(database_url: str, facts: DataFacts) -> list[dict]
     from tortoise import Tortoise
 
     from catalog.models import Product
-    from catalog.queries import Keyset, Ordering, ProductFilter, product_rows, reviews_of
+    from catalog.queries import ANCHORS_SQL, Keyset, Ordering, ProductFilter, product_rows, reviews_of
     from config.settings import Settings
     from config.tortoise import tortoise_config
 
@@ -714,7 +714,15 @@ async def explain_hot_queries(database_url: str, facts: DataFacts) -> list[dict]
             "first page reviews (IN, 20 ids)": reviews_of(first_page_ids).sql(params_inline=True),
             "deep cursor page (past 95%)": page(ordering.beyond(active.apply(Product.all()), Keyset(None, deep_id))),
             # Tortoise leaves a subquery's parameters as $n even with params_inline: the same SQL, inlined here.
-            "page=N deep (index-only offset subquery)": page(active.apply(Product.all())).replace(
+            # page=N in the default order: from the nearest anchor (at most PAGE_ANCHOR_EVERY - 1 rows
+            # skipped); the anchors are computed once until a product enters or leaves the list.
+            "page=N deep, from its anchor (how the service runs it)": page(active.apply(Product.all())).replace(
+                'WHERE "products"."is_active"=true',
+                f'WHERE "products"."is_active"=true AND "products"."id">{deep_id} AND "products"."id">=(SELECT "id" '
+                f'FROM "products" WHERE "is_active"=true AND "id">{deep_id} ORDER BY "id" ASC LIMIT 1 OFFSET 999)'),
+            "page anchors (every 1000th id; once per membership change)": ANCHORS_SQL.format(
+                where="is_active = true").replace("$1", "999"),
+            "page=N deep, plain OFFSET (without Redis, or another sort)": page(active.apply(Product.all())).replace(
                 'WHERE "products"."is_active"=true',
                 'WHERE "products"."is_active"=true AND "products"."id">=(SELECT "id" FROM "products" WHERE '
                 f'"is_active"=true ORDER BY "id" ASC LIMIT 1 OFFSET {skip})'),
@@ -1143,6 +1151,8 @@ def main() -> None:
     parser.add_argument("--output", default=str(PROJECT_ROOT / "BENCHMARKS.md"))
     parser.add_argument("--from-results", action="store_true",
                         help="only rewrite BENCHMARKS.md and chart.png from benchmarks/results.json")
+    parser.add_argument("--refresh-explain", action="store_true",
+                        help="with --from-results: run the EXPLAINs again on the benchmark databases first")
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.duration, args.warmup = "100000", 5, 2
@@ -1155,6 +1165,11 @@ def main() -> None:
     bench = Bench(args)
     if args.from_results:
         load_results(bench)
+        if args.refresh_explain:
+            for size in bench.args.sizes:
+                database_url = f"{args.pg.rstrip('/')}/{db_name(size)}"
+                bench.explain[size] = asyncio.run(explain_hot_queries(database_url, asyncio.run(data_facts(database_url))))
+            save_results(bench)
         Path(args.output).write_text(report(bench))
         chart(bench, BENCH_DIR / "chart.png")
         return
