@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from multiprocessing import Value
 from multiprocessing.sharedctypes import Synchronized
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
 import redis.asyncio as redis
@@ -86,6 +86,8 @@ class WaitingConnectionPool(redis.BlockingConnectionPool):
 
 
 REDIS_FAILURES = (RedisError, OSError, asyncio.TimeoutError, PoolBusy)
+
+T = TypeVar("T")
 
 ALL_PRODUCTS = "all"
 CATEGORIES = "categories"
@@ -407,6 +409,21 @@ class ResilientCache:
     async def fill(self, key: str, value: bytes) -> None:
         await self._call(lambda: self.backend.fill(key, value), None)
 
+    async def compute(self, key: str, make: Callable[[], Awaitable[tuple[T, bytes | None]]]) -> T:
+        """Make the entry whose lock this request holds: ``make`` gives a result and the bytes to keep
+        (None: keep nothing). The lock is released when nothing is kept or ``make`` fails, so the next
+        request computes the entry at once rather than wait for the lock to expire."""
+        try:
+            result, kept = await make()
+        except BaseException:
+            await self.release(key)
+            raise
+        if kept is None:
+            await self.release(key)
+        else:
+            await self.fill(key, kept)
+        return result
+
     async def release(self, key: str) -> None:
         await self._call(lambda: self.backend.release(key), None)
 
@@ -548,19 +565,16 @@ class ResponseCache:
             production.exception()  # retrieved: its waiters have it, or have all gone
 
     async def _produce(self, entry: str | None, produce: Callable[[], Awaitable[Produced]]) -> Representation:
-        try:
+        async def make() -> tuple[Representation, bytes | None]:
             produced = await produce()
-        except BaseException:
-            if entry is not None:  # let the next request compute it rather than wait for the lock to expire
-                await self.cache.release(entry)
-            raise
-        body = orjson.dumps(produced.body)
-        representation = Representation.for_cache(body, produced.headers, self.settings, produced.status)
-        if entry is not None and produced.cacheable:
-            await self.cache.fill(entry, representation.encode())
-        elif entry is not None:  # not kept (an estimated total): let the next request compute it at once
-            await self.cache.release(entry)
-        return representation
+            body = orjson.dumps(produced.body)
+            representation = Representation.for_cache(body, produced.headers, self.settings, produced.status)
+            # An estimated total is not kept.
+            return representation, representation.encode() if produced.cacheable and entry is not None else None
+
+        if entry is None:
+            return (await make())[0]
+        return await self.cache.compute(entry, make)
 
 
 class PageAnchors:
@@ -596,13 +610,12 @@ class PageAnchors:
             return orjson.loads(value)
         if not lookup.leader:
             return None
-        try:
+
+        async def make() -> tuple[list[int], bytes]:
             anchors = await queries.page_anchors(filters, self.every)
-        except BaseException:
-            await self.cache.release(lookup.key)
-            raise
-        await self.cache.fill(lookup.key, orjson.dumps(anchors))
-        return anchors
+            return anchors, orjson.dumps(anchors)
+
+        return await self.cache.compute(lookup.key, make)
 
 
 class ProductTotals:
