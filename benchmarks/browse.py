@@ -24,7 +24,8 @@ from catalog.cli import apply_migrations
 from catalog.queries import SORTS, Keyset, Ordering, ProductFilter, products_page
 from catalog.seed import seed
 from catalog.serialize import product_page
-from config.settings import Settings, database_credentials
+from config.database import connect_arguments
+from config.settings import Settings
 from config.tortoise import tortoise_config
 
 DEEP_FRACTION = 0.95
@@ -33,8 +34,7 @@ PAGE_SIZE = 20
 
 async def prepare(url: str, products: int) -> None:
     await apply_migrations(url)
-    credentials = {k: v for k, v in database_credentials(url).items() if k in ("host", "port", "user", "password", "database")}
-    connection = await asyncpg.connect(**credentials)
+    connection = await asyncpg.connect(**connect_arguments(url))
     try:
         present = await connection.fetchval("SELECT count(*) FROM products")
     finally:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
+from multiprocessing import Value
 
 import orjson
 from sanic import Sanic
@@ -15,10 +17,17 @@ from sanic_ext import Extend
 
 from catalog import blueprints, schemas
 from catalog.cache import SharedState, open_caches
-from catalog.db import close_database, open_database, warn_if_pool_exceeds_server
+from catalog.db import (
+    RESERVED_FOR_OTHERS,
+    close_database,
+    fit_pool,
+    open_database,
+    read_usable_connections,
+)
 from catalog.errors import JSONErrorHandler
 from catalog.http import setup_http
-from config.settings import Settings, masked_url
+from config.database import masked_url
+from config.settings import Settings
 
 
 class OneLineFormatter(logging.Formatter):
@@ -51,13 +60,17 @@ def create_app(*, settings: Settings | None = None) -> Sanic:
     settings = settings or Settings()
     database_url = settings.database_url
     if not database_url:
-        raise RuntimeError("DATABASE_URL is not set: start with `catalog run` (embedded PostgreSQL) or set it")
+        raise SystemExit("catalog: DATABASE_URL is not set: start with `catalog run` (embedded PostgreSQL) or set it")
+    if problems := settings.problems():
+        raise SystemExit("catalog: " + "; ".join(problems))
     configure_logging()
 
     app = Sanic("catalog", dumps=orjson.dumps, loads=orjson.loads, error_handler=JSONErrorHandler())
     app.config.update(
         REQUEST_MAX_SIZE=settings.max_body_bytes,
-        ACCESS_LOG=False,  # catalog.http logs each request once, with its timing and SQL count
+        ACCESS_LOG=False,
+        # Below the 30 s at which Heroku's router gives up with an HTML page: the client gets JSON 503.
+        RESPONSE_TIMEOUT=settings.request_timeout,  # catalog.http logs each request once, with its timing and SQL count
         FALLBACK_ERROR_FORMAT="json",
         CORS_ORIGINS=",".join(settings.cors_origins),
         # Browsers hide response headers from scripts unless exposed; the frontend pages with these.
@@ -79,9 +92,21 @@ def create_app(*, settings: Settings | None = None) -> Sanic:
     setup_http(app, settings)
 
     @app.main_process_start
-    async def check_pool_size(app: Sanic) -> None:
-        logging.getLogger("catalog").info("database %s", masked_url(database_url))
-        await warn_if_pool_exceeds_server(database_url, settings)
+    async def size_pools(app: Sanic) -> None:
+        """One look at the server's connection limit for all workers; they read the sizes from shared_ctx."""
+        usable = await read_usable_connections(database_url, settings)
+        size = fit_pool(settings, app.state.workers, usable)
+        app.shared_ctx.db_pool_min = Value("i", size.minimum)
+        app.shared_ctx.db_pool_max = Value("i", size.maximum)
+        logging.getLogger("catalog.db").info(
+            "database %s: %d workers x pool of %d to %d connections (server allows %s, %d kept for others)",
+            masked_url(database_url), app.state.workers, size.minimum, size.maximum,
+            "?" if usable is None else usable, RESERVED_FOR_OTHERS,
+        )
+        if usable is not None and app.state.workers * size.maximum + RESERVED_FOR_OTHERS > usable:
+            logging.getLogger("catalog.db").warning(
+                "%d workers do not fit in %d connections: lower WEB_CONCURRENCY", app.state.workers, usable
+            )
 
     @app.main_process_start
     async def share_cache_state(app: Sanic) -> None:
@@ -89,8 +114,11 @@ def create_app(*, settings: Settings | None = None) -> Sanic:
         shared = SharedState.new()
         app.shared_ctx.cache_generation = shared.generation
         app.shared_ctx.unconfirmed_writes = shared.unconfirmed_writes
+        cache_logger = logging.getLogger("catalog.cache")
         if not settings.redis_url:
-            logging.getLogger("catalog.cache").warning("REDIS_URL is not set: each worker caches in process")
+            cache_logger.warning("REDIS_URL is not set: each worker caches in process")
+        elif settings.redis_url.startswith("rediss://") and settings.redis_ssl_cert_reqs == "none":
+            cache_logger.warning("Redis over TLS without verifying its certificate (REDIS_SSL_CERT_REQS=none)")
 
     @app.main_process_ready
     async def stop_listening_when_shutting_down(app: Sanic) -> None:
@@ -110,7 +138,11 @@ def create_app(*, settings: Settings | None = None) -> Sanic:
 
     @app.before_server_start
     async def connect(app: Sanic) -> None:
-        await open_database(database_url, settings)
+        pool = settings
+        if hasattr(app.shared_ctx, "db_pool_max"):  # absent in an in-process test server: no main process
+            pool = replace(settings, db_pool_min=app.shared_ctx.db_pool_min.value,
+                           db_pool_max=app.shared_ctx.db_pool_max.value)
+        await open_database(database_url, pool)
         # Without the main process (an in-process test server), this worker's own state suffices.
         shared = SharedState.new()
         if hasattr(app.shared_ctx, "cache_generation"):

@@ -542,7 +542,8 @@ class ResponseCache:
         """The response for ``key``, made by ``produce`` when it is missing."""
         if not self.settings.cache_responses:
             return (await self._produce(None, produce)).respond(request, self.settings)
-        lookup = await self.cache.lookup(f"{request.host}{key}", dependencies)
+        # Links in a body name the scheme and host it was asked for: one client's must not reach another.
+        lookup = await self.cache.lookup(f"{request.scheme}://{request.host}{key}", dependencies)
         value, entry = lookup.value, lookup.key
         if value is None and entry is not None and not lookup.leader and entry not in self.productions:
             value = await self.cache.wait_for_fill(entry)
@@ -729,17 +730,25 @@ class SharedState:
         return cls(Value("q", 0), Value("q", 0))
 
 
+def tls_arguments(settings: Settings) -> dict[str, Any]:
+    """redis-py's certificate settings, for a rediss:// URL only (a plain connection takes none)."""
+    if not settings.redis_url or not settings.redis_url.startswith("rediss://"):
+        return {}
+    return {"ssl_cert_reqs": settings.redis_ssl_cert_reqs, "ssl_ca_certs": settings.redis_ssl_ca_certs}
+
+
 def open_caches(settings: Settings, shared: SharedState) -> Caches:
     """Redis when REDIS_URL is set (a client per worker, bounded timeouts), else the in-process stand-in."""
     if settings.redis_url:
         pool = WaitingConnectionPool.from_url(
             settings.redis_url,
+            **tls_arguments(settings),
             # Requests beyond the pool wait for a connection (redis-py's default pool raises instead,
             # which under 500 concurrent requests read as Redis being down).
             max_connections=settings.redis_max_connections,
             timeout=POOL_WAIT_S,
             socket_timeout=settings.redis_timeout,
-            socket_connect_timeout=settings.redis_timeout,
+            socket_connect_timeout=settings.redis_connect_timeout,
             # No retries: the breaker decides when to try again, so a dead Redis costs a bounded wait.
             retry=Retry(NoBackoff(), 0),
         )

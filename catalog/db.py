@@ -1,18 +1,56 @@
-"""Database lifecycle per worker."""
+"""Database lifecycle per worker, and pools sized to fit the server."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import asyncpg
 from tortoise import Tortoise
 
 from catalog.errors import database_unavailable
-from config.settings import Settings, database_credentials, masked_url
+from config.database import connect_arguments, masked_url
+from config.settings import Settings
 from config.tortoise import tortoise_config
 
 logger = logging.getLogger("catalog.db")
-SPARE_CONNECTIONS = 10
+# Connections left to other clients of the server: the release phase (aerich, 1-2) and a console.
+RESERVED_FOR_OTHERS = 3
+
+# Connections a role without superuser rights may open (PostgreSQL 16 also has reserved_connections).
+USABLE_CONNECTIONS = """
+SELECT current_setting('max_connections')::int
+     - current_setting('superuser_reserved_connections')::int
+     - coalesce(nullif(current_setting('reserved_connections', true), '')::int, 0)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSize:
+    minimum: int
+    maximum: int
+
+
+def fit_pool(settings: Settings, workers: int, usable_connections: int | None) -> PoolSize:
+    """Each worker's pool: DB_POOL_MIN to DB_POOL_MAX, with the maximum lowered until ``workers`` pools fit
+    in the server's ``usable_connections`` beside RESERVED_FOR_OTHERS (never below one connection)."""
+    maximum = settings.db_pool_max
+    if usable_connections is not None:
+        maximum = min(maximum, max(1, (usable_connections - RESERVED_FOR_OTHERS) // max(1, workers)))
+    return PoolSize(min(settings.db_pool_min, maximum), maximum)
+
+
+async def read_usable_connections(database_url: str, settings: Settings) -> int | None:
+    """The server's connection limit for this role, or None when it does not answer."""
+    try:
+        connection = await asyncpg.connect(**connect_arguments(database_url), timeout=settings.db_connect_timeout)
+    except (OSError, asyncpg.PostgresError) as error:  # timeouts and TLS failures are OSErrors too
+        logger.warning("PostgreSQL at %s is not reachable yet: %s", masked_url(database_url), error)
+        return None
+    try:
+        return int(await connection.fetchval(USABLE_CONNECTIONS))
+    finally:
+        await connection.close()
 
 
 async def open_database(database_url: str, settings: Settings) -> None:
@@ -32,29 +70,3 @@ async def open_database(database_url: str, settings: Settings) -> None:
 
 async def close_database() -> None:
     await Tortoise.close_connections()
-
-
-async def warn_if_pool_exceeds_server(database_url: str, settings: Settings) -> None:
-    """Workers x pool maximum must fit in PostgreSQL's max_connections, or requests wait or fail."""
-    credentials = {
-        key: value
-        for key, value in database_credentials(database_url).items()
-        if key in ("host", "port", "user", "password", "database")
-    }
-    try:
-        connection = await asyncpg.connect(**credentials, timeout=5)
-    except (OSError, asyncpg.PostgresError) as error:
-        logger.warning("PostgreSQL at %s is not reachable yet: %s", masked_url(database_url), error)
-        return
-    try:
-        max_connections = int(await connection.fetchval("SHOW max_connections"))
-    finally:
-        await connection.close()
-    # PostgreSQL keeps superuser_reserved_connections (3 by default) for itself, and other clients
-    # (the release phase, psql, monitoring) need some too.
-    wanted = settings.workers * settings.db_pool_max
-    if wanted > max_connections - SPARE_CONNECTIONS:
-        logger.warning(
-            "%d workers x DB_POOL_MAX %d = %d connections leaves fewer than %d spare of PostgreSQL's max_connections %d",
-            settings.workers, settings.db_pool_max, wanted, SPARE_CONNECTIONS, max_connections,
-        )

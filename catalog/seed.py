@@ -20,7 +20,7 @@ from random import Random
 
 import asyncpg
 
-from config.settings import database_credentials
+from config.database import connect_arguments
 
 # A fixed "now": timestamps relative to the wall clock would make two runs differ.
 TIME_END = datetime(2026, 11, 1)
@@ -123,15 +123,6 @@ class _ProgressBar:
         if self.enabled:
             sys.stderr.write("\n")
             sys.stderr.flush()
-
-
-def _connect_arguments(database_url: str) -> dict[str, object]:
-    """asyncpg's keywords: ``sslmode`` becomes ``ssl`` (same mode names), other URL extras are dropped."""
-    credentials = database_credentials(database_url)
-    arguments = {key: credentials.pop(key) for key in ("host", "port", "user", "password", "database")}
-    if "sslmode" in credentials:
-        arguments["ssl"] = credentials["sslmode"]
-    return arguments
 
 
 class _Generator:
@@ -256,7 +247,7 @@ async def seed(
         raise ValueError("products must be >= 0")
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
-    connection = await asyncpg.connect(**_connect_arguments(database_url))
+    connection = await asyncpg.connect(**connect_arguments(database_url))
     try:
         with _ProgressBar(products, progress) as bar:
             async with connection.transaction():

@@ -5,14 +5,15 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 
-from config.settings import Settings, database_credentials
+from config.database import connect_arguments
+from config.settings import Settings
 
 MODELS_APP = "models"
 
 
 def tortoise_config(database_url: str, settings: Settings | None = None) -> dict:
     settings = settings or Settings()
-    credentials = database_credentials(database_url)
+    credentials = connect_arguments(database_url)
     credentials.update(
         minsize=settings.db_pool_min,
         maxsize=settings.db_pool_max,
@@ -39,8 +40,17 @@ def tortoise_config(database_url: str, settings: Settings | None = None) -> dict
     }
 
 
-# aerich's CLI (the Procfile's release phase) reads this; a migration needs one connection, not a pool.
-TORTOISE_ORM = tortoise_config(
-    os.environ.get("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/catalog",
-    replace(Settings(), db_pool_min=1, db_pool_max=2),
-)
+def one_off(settings: Settings) -> Settings:
+    """For a migration or a script: one connection, and no statement timeout (an index build on a large
+    table may take minutes; the release phase has no router in front of it)."""
+    return replace(settings, db_pool_min=1, db_pool_max=2, db_command_timeout=None)
+
+
+def __getattr__(name: str) -> dict:
+    """``TORTOISE_ORM``, which aerich's CLI (the Procfile's release phase) reads: made when asked for, so that
+    importing this module never fails on a bad DATABASE_URL, and the error names it where it matters."""
+    if name != "TORTOISE_ORM":
+        raise AttributeError(name)
+    return tortoise_config(
+        os.environ.get("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/catalog", one_off(Settings())
+    )

@@ -23,7 +23,8 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import connection_kwargs, create_database, drop_database, free_port
+from config.database import connect_arguments
+from tests.conftest import create_database, drop_database, free_port
 from tests.servers import start_sanic, stop
 
 REQUEST_TIMEOUT_S = 5
@@ -37,7 +38,7 @@ class Sql:
 
     def __init__(self, url: str) -> None:
         self.runner = asyncio.Runner()
-        self.connection: asyncpg.Connection = self.runner.run(asyncpg.connect(**connection_kwargs(url), timeout=10))
+        self.connection: asyncpg.Connection = self.runner.run(asyncpg.connect(**connect_arguments(url), timeout=10))
 
     def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         return self.runner.run(self.connection.fetch(query, *args, timeout=10))
@@ -218,7 +219,8 @@ def prefix(redis_client: redis.Redis) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def server(database: str, catalog: Catalog, redis_url: str, prefix: str, tmp_path_factory) -> Iterator[Server]:
-    env = server_env(database, redis_url, CACHE_PREFIX=prefix, CACHE_TTL=str(CACHE_TTL_S))
+    # Behind one proxy, as on Heroku: Link URLs take the scheme and host the client used.
+    env = server_env(database, redis_url, CACHE_PREFIX=prefix, CACHE_TTL=str(CACHE_TTL_S), SANIC_PROXIES_COUNT="1")
     with running(env, tmp_path_factory.mktemp("workers") / "server.log") as started:
         yield started
 
@@ -253,6 +255,16 @@ def test_a_conditional_get_of_a_cached_entry_is_a_304_without_sql(
         assert response.status_code == 304 and response.content == b""
         assert response.headers["etag"] == etag
         assert server_timing(response) == (0, "hit"), url
+
+
+def test_a_cached_page_links_with_the_scheme_and_host_each_client_asked_with(server: Server, catalog: Catalog) -> None:
+    """The body is cached, and its Link URLs are absolute: one client's must never reach another."""
+    asked = [("https", "shop.example"), ("http", "shop.example"), ("https", "api.example"), ("https", "shop.example")]
+    for scheme, host in asked:
+        headers = {"x-forwarded-for": "203.0.113.9", "x-forwarded-proto": scheme, "host": host}
+        for response in server.follow_ups("/products?page_size=1", headers):
+            assert response.headers["link"].startswith(f"<{scheme}://{host}/products?"), (scheme, host)
+    assert server_timing(response) == (0, "hit")
 
 
 # Totals whose counts writes adjust in the cache; each with the SQL condition that counts it.

@@ -26,7 +26,8 @@ import orjson
 import pytest
 import redis
 
-from tests.conftest import connection_kwargs, create_database, drop_database, free_port
+from config.database import connect_arguments
+from tests.conftest import create_database, drop_database, free_port
 from tests.servers import start_sanic, stop
 
 SEEDED_PRODUCTS = 300
@@ -87,7 +88,7 @@ class Server:
 
 async def sql(database_url: str, query: str, *args: Any) -> list[asyncpg.Record]:
     """One statement on the test database, on a connection of its own (never through the service)."""
-    connection = await asyncpg.connect(**connection_kwargs(database_url), timeout=REQUEST_TIMEOUT_S)
+    connection = await asyncpg.connect(**connect_arguments(database_url), timeout=REQUEST_TIMEOUT_S)
     try:
         return await connection.fetch(query, *args, timeout=REQUEST_TIMEOUT_S)
     finally:
@@ -106,7 +107,7 @@ def a_price(rng: random.Random) -> float:
 async def seed(database_url: str) -> tuple[list[int], dict[int, Row]]:
     """Categories, products (one in seven inactive) with inventory, and reviews on every third product."""
     rng = random.Random(20261129)
-    connection = await asyncpg.connect(**connection_kwargs(database_url), timeout=REQUEST_TIMEOUT_S)
+    connection = await asyncpg.connect(**connect_arguments(database_url), timeout=REQUEST_TIMEOUT_S)
     try:
         categories = [
             await connection.fetchval("INSERT INTO categories (name) VALUES ($1) RETURNING id", f"Category {n}")

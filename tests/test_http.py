@@ -144,19 +144,6 @@ def test_cors_answers_configured_origins_only(client, settings) -> None:
     assert response.headers.get("access-control-allow-origin") != "https://evil.example"
 
 
-def test_start_up_warns_when_workers_times_pool_exceeds_max_connections(settings, caplog) -> None:
-    import asyncio
-    from dataclasses import replace
-
-    from catalog.db import warn_if_pool_exceeds_server
-
-    with caplog.at_level("WARNING", logger="catalog.db"):
-        asyncio.run(warn_if_pool_exceeds_server(settings.database_url, replace(settings, workers=2, db_pool_max=10)))
-        assert not caplog.records
-        asyncio.run(warn_if_pool_exceeds_server(settings.database_url, replace(settings, workers=8, db_pool_max=50)))
-    assert "spare of PostgreSQL's max_connections" in caplog.records[0].getMessage()
-
-
 def test_slow_requests_are_logged_as_such(client, db: Database, settings, caplog) -> None:
     product = db.product()
     base = f"http://{client.host}:{client.port}"

@@ -19,7 +19,8 @@ import pytest
 import redis
 
 from catalog.seed import seed
-from tests.conftest import connection_kwargs, create_database, drop_database, free_port
+from config.database import connect_arguments
+from tests.conftest import create_database, drop_database, free_port
 from tests.servers import start_sanic, stop
 
 PRODUCTS = 2000
@@ -57,7 +58,7 @@ def server_env(database: str, redis_url: str) -> Iterator[dict[str, str]]:
 
 
 async def connect(url: str) -> asyncpg.Connection:
-    return await asyncpg.connect(**connection_kwargs(url), timeout=10)
+    return await asyncpg.connect(**connect_arguments(url), timeout=10)
 
 
 def fetch(url: str, sql: str) -> list[asyncpg.Record]:
@@ -216,3 +217,41 @@ def test_sigterm_lets_in_flight_requests_finish_then_exits_cleanly(shutdown: Shu
 
 def test_a_connection_opened_during_the_shutdown_is_refused_or_answered(shutdown: Shutdown) -> None:
     assert isinstance(shutdown.late, (httpx.Response, httpx.ConnectError)), repr(shutdown.late)
+
+
+@pytest.mark.parametrize(
+    ("bounds", "detail"),
+    [
+        ({"DB_COMMAND_TIMEOUT": "1", "REQUEST_TIMEOUT": "20"}, "Database unavailable, try again shortly"),
+        ({"DB_COMMAND_TIMEOUT": "20", "REQUEST_TIMEOUT": "1"}, "Response Timeout"),
+    ],
+    ids=["statement-timeout", "request-timeout"],
+)
+def test_a_request_held_past_its_bounds_gets_a_json_503_before_a_router_would_cut_it(
+    bounds: dict[str, str], detail: str, database: str, server_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Heroku's router answers a request still running at 30 s with an HTML page; the service answers first."""
+    product_id = fetch(database, "SELECT min(id) AS id FROM products")[0]["id"]
+    price_before = fetch(database, f"SELECT price FROM products WHERE id = {product_id}")[0]["price"]
+    port = free_port()
+    process = start_sanic({**server_env, **bounds}, port, tmp_path / "server.log")
+
+    async def put_behind_a_lock() -> tuple[httpx.Response, float]:
+        lock = await connect(database)
+        try:
+            async with lock.transaction():
+                await lock.execute("SELECT 1 FROM products WHERE id = $1 FOR UPDATE", product_id)
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+                    started = time.monotonic()
+                    response = await client.put(f"/products/{product_id}", json={"price": 99.0})
+                    return response, time.monotonic() - started
+        finally:
+            await lock.close()
+
+    try:
+        response, seconds = asyncio.run(put_behind_a_lock())
+    finally:
+        assert stop(process) == 0
+    assert response.status_code == 503 and response.json() == {"detail": detail}
+    assert 1 <= seconds < 5
+    assert fetch(database, f"SELECT price FROM products WHERE id = {product_id}")[0]["price"] == price_before

@@ -21,11 +21,11 @@ from tortoise.context import TortoiseContext
 from catalog import queries
 from catalog.queries import SORTS, Keyset, Ordering, ProductFilter
 from catalog.seed import seed
+from config.database import connect_arguments
 from config.settings import Settings
 from config.tortoise import tortoise_config
 from tests.conftest import (
     StatementCapture,
-    connection_kwargs,
     create_database,
     drop_database,
 )
@@ -77,7 +77,7 @@ async def explain_statements(
 
 async def deep_keys(url: str) -> dict[str, Keyset]:
     """For each sort, the key of the active product 95% of the way through that order."""
-    connection = await asyncpg.connect(**connection_kwargs(url))
+    connection = await asyncpg.connect(**connect_arguments(url))
     try:
         active = await connection.fetchval("SELECT count(*) FROM products WHERE is_active")
         keys = {}
@@ -98,7 +98,7 @@ async def deep_keys(url: str) -> dict[str, Keyset]:
 
 def hot_queries(url: str) -> dict[str, Callable[[], Awaitable[Any]]]:
     async def busiest_category() -> int:
-        connection = await asyncpg.connect(**connection_kwargs(url))
+        connection = await asyncpg.connect(**connect_arguments(url))
         try:
             return await connection.fetchval(
                 "SELECT category_id FROM products WHERE category_id IS NOT NULL"

@@ -9,7 +9,8 @@ import asyncpg
 import pytest
 
 from catalog.seed import seed
-from tests.conftest import connection_kwargs, create_database, drop_database
+from config.database import connect_arguments
+from tests.conftest import create_database, drop_database
 
 TABLE_DIGEST = "SELECT md5(string_agg(t::text, '|' ORDER BY t.id)) FROM {table} t"
 
@@ -23,7 +24,7 @@ def two_databases(postgres_server_url: str) -> Iterator[tuple[str, str]]:
 
 
 async def digests(url: str) -> dict[str, str]:
-    connection = await asyncpg.connect(**connection_kwargs(url))
+    connection = await asyncpg.connect(**connect_arguments(url))
     try:
         return {
             table: await connection.fetchval(TABLE_DIGEST.format(table=table))
@@ -44,7 +45,7 @@ def test_same_arguments_same_data_and_appending_keeps_sequences_right(two_databa
     asyncio.run(seed(first, 100, progress=False))
 
     async def facts() -> tuple[int, int, int]:
-        connection = await asyncpg.connect(**connection_kwargs(first))
+        connection = await asyncpg.connect(**connect_arguments(first))
         try:
             count = await connection.fetchval("SELECT count(*) FROM products")
             new_id = await connection.fetchval("INSERT INTO products (name, price) VALUES ('x', 1) RETURNING id")
