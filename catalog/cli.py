@@ -9,14 +9,15 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
+import subprocess
 import sys
-from dataclasses import replace
 
 from aerich import Command
 from tortoise import Tortoise
 
 from config.settings import PROJECT_ROOT, Settings
-from config.tortoise import MODELS_APP, tortoise_config
+from config.tortoise import MODELS_APP, one_off, tortoise_config
 
 logger = logging.getLogger("catalog.cli")
 
@@ -35,9 +36,8 @@ def resolve_database_url(settings: Settings) -> tuple[str, bool]:
 
 async def apply_migrations(database_url: str) -> list[str]:
     """``aerich upgrade`` for this database: the committed migrations, in order."""
-    one_connection = replace(Settings(), db_pool_min=1, db_pool_max=2)
     command = Command(
-        tortoise_config=tortoise_config(database_url, one_connection),
+        tortoise_config=tortoise_config(database_url, one_off(Settings())),
         app=MODELS_APP,
         location=str(PROJECT_ROOT / "migrations"),
     )
@@ -46,7 +46,7 @@ async def apply_migrations(database_url: str) -> list[str]:
 
 
 async def _is_empty(database_url: str) -> bool:
-    await Tortoise.init(config=tortoise_config(database_url, replace(Settings(), db_pool_min=1, db_pool_max=1)))
+    await Tortoise.init(config=tortoise_config(database_url, one_off(Settings())))
     try:
         _, rows = await Tortoise.get_connection("default").execute_query("SELECT 1 FROM products LIMIT 1")
         return not rows
@@ -63,14 +63,19 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
 
         logger.info("empty embedded database: loading a demo catalog of %d products", DEMO_PRODUCTS)
         asyncio.run(seed(database_url, DEMO_PRODUCTS, progress=False))
-    os.environ["DATABASE_URL"] = database_url
     host, port = args.host or settings.host, args.port or settings.port
     workers = args.workers or settings.workers
     logger.info("serving on http://%s:%s with %d workers", host, port, workers)
-    os.execv(sys.executable, [
-        sys.executable, "-m", "sanic", "catalog.app:create_app", "--factory",
-        "--host", host, "--port", str(port), "--workers", str(workers),
-    ])
+    server = subprocess.Popen(
+        [sys.executable, "-m", "sanic", "catalog.app:create_app", "--factory",
+         "--host", host, "--port", str(port), "--workers", str(workers)],
+        env={**os.environ, "DATABASE_URL": database_url},
+    )
+    # Sanic shuts down on SIGTERM or SIGINT; this process waits for it, then (atexit) stops the embedded
+    # PostgreSQL it started. Ctrl-C reaches both already; a SIGTERM sent to this process alone is passed on.
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, lambda number, _frame: server.send_signal(number))
+    sys.exit(server.wait())
 
 
 def migrate(args: argparse.Namespace, settings: Settings) -> None:

@@ -1,8 +1,8 @@
 """The embedded default: a PostgreSQL server from the pgserver wheel, in a data folder of the project.
 
 Used when DATABASE_URL is not set, so that the run and test commands need nothing installed or
-configured. The server outlives the command that started it (the web workers are exec'd after it) and
-is reused by the next one.
+configured. The server stops when the process that started it exits (``catalog run`` waits for its web
+workers first), so no command leaves a PostgreSQL running; its data folder stays for the next one.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ def embedded_server_url(data_dir: Path, database: str) -> str:
     import pgserver  # imported here: only the embedded default needs it
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(data_dir, cleanup_mode=None)
+    server = pgserver.get_server(data_dir, cleanup_mode="stop")
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
     if "(1 row)" not in exists:
         server.psql(f'CREATE DATABASE "{database}";')

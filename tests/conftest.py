@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -25,7 +24,9 @@ import redis
 from sanic_testing.reusable import ReusableClient
 
 from catalog.app import create_app
-from config.settings import PROJECT_ROOT, Settings, database_credentials
+from config.database import connect_arguments
+from config.settings import PROJECT_ROOT, Settings
+from tests.servers import RedisServer, free_port
 
 TEST_POOL_MAX = 10
 
@@ -33,10 +34,6 @@ TEST_POOL_MAX = 10
 def with_database(url: str, database: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{database}"))
-
-
-def connection_kwargs(url: str) -> dict[str, Any]:
-    return {k: v for k, v in database_credentials(url).items() if k in ("host", "port", "user", "password", "database")}
 
 
 def server_url() -> str:
@@ -59,7 +56,7 @@ def run_on_server(base_url: str, statement: str) -> None:
     """One statement on ``base_url``'s server, outside any database of ours (CREATE / DROP DATABASE)."""
 
     async def run() -> None:
-        connection = await asyncpg.connect(**connection_kwargs(base_url))
+        connection = await asyncpg.connect(**connect_arguments(base_url))
         try:
             await connection.execute(statement)
         finally:
@@ -98,19 +95,34 @@ def database_url(postgres_server_url: str) -> Iterator[str]:
     drop_database(postgres_server_url, url)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+MACHINE_REDIS = "redis://127.0.0.1:6379/0"
+
+
+def redis_answers(url: str) -> bool:
+    try:
+        with redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2) as client:
+            return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
-    """The machine's Redis (or TEST_REDIS_URL's); not answering fails the run."""
-    url = os.environ.get("TEST_REDIS_URL") or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
-    with redis.Redis.from_url(url, socket_timeout=5) as client:
-        client.ping()
-    return url
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """TEST_REDIS_URL's or REDIS_URL's Redis, which must answer (CI names the machine's); with neither set,
+    the machine's Redis, or where none answers a real redis-server of the suite's own, stopped at the end."""
+    configured = os.environ.get("TEST_REDIS_URL") or os.environ.get("REDIS_URL")
+    if configured:
+        assert redis_answers(configured), f"Redis at {configured} (TEST_REDIS_URL / REDIS_URL) does not answer"
+        yield configured
+    elif redis_answers(MACHINE_REDIS):
+        yield MACHINE_REDIS
+    else:
+        server = RedisServer(tmp_path_factory.mktemp("redis"))
+        server.start()
+        try:
+            yield server.url
+        finally:
+            server.kill()
 
 
 @pytest.fixture(scope="session")
@@ -145,7 +157,7 @@ class Database:
 
     def __init__(self, client: ReusableClient, url: str, settings: Settings) -> None:
         self.client = client
-        self.connection: asyncpg.Connection = client._run(asyncpg.connect(**connection_kwargs(url)))
+        self.connection: asyncpg.Connection = client._run(asyncpg.connect(**connect_arguments(url)))
         self.redis = redis.Redis.from_url(settings.redis_url)
         self.epoch_key = f"{settings.cache_prefix}:epoch"
 

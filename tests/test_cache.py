@@ -355,27 +355,18 @@ def test_a_count_made_during_a_write_is_not_kept_to_be_adjusted_twice(client, db
 
 
 def test_a_slow_redis_costs_a_few_short_timeouts_then_is_skipped_until_it_recovers(settings, tmp_path) -> None:
-    import subprocess
     import threading
     import time
 
     import redis as redis_sync
     import redis.asyncio as redis_asyncio
 
-    from tests.conftest import free_port
+    from tests.servers import RedisServer
 
-    port = free_port()
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--dir", str(tmp_path), "--enable-debug-command", "yes"],
-                              stdout=subprocess.DEVNULL)
+    server = RedisServer(tmp_path)
+    server.start()
+    port = server.port
     try:
-        admin = redis_sync.Redis(port=port, socket_timeout=5)
-        for _ in range(100):
-            try:
-                admin.ping()
-                break
-            except redis_sync.ConnectionError:
-                time.sleep(0.05)
         quick = replace(settings, redis_timeout=0.05, redis_retry_after=0.5, cache_prefix="slow")
 
         async def scenario() -> tuple[list[float], bool, bool]:
@@ -404,7 +395,6 @@ def test_a_slow_redis_costs_a_few_short_timeouts_then_is_skipped_until_it_recove
         assert available and resumed
     finally:
         server.kill()
-        server.wait()
 
 
 def test_more_concurrent_calls_than_redis_connections_wait_instead_of_failing(settings) -> None:

@@ -7,8 +7,6 @@ keeps nothing on disk, so a restarted one is empty. Every response is compared w
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,9 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
-from tests.conftest import free_port
+from tests.servers import RedisServer
 from tests.test_cache_workers import (  # the module fixtures too: a database, SQL on it, its seeded catalog
     Catalog,
     Server,
@@ -35,64 +32,18 @@ from tests.test_cache_workers import (  # the module fixtures too: a database, S
 RESPONSE_BOUND_S = 1.0  # a request while Redis is down may be slower, never slower than this
 RECOVERY_S = 5.0  # Redis back (breaker closed, stale entries dropped) within this
 RETRY_AFTER_S = 0.5
-START_S = 10.0
-
-
-class PrivateRedis:
-    """A ``redis-server`` owned by the test, on a port of its own, that can be killed and started again."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        self.directory = directory
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def answers(self) -> bool:
-        try:
-            pong = subprocess.run(["redis-cli", "-p", str(self.port), "ping"], check=False, capture_output=True,
-                                  timeout=2)
-        except subprocess.TimeoutExpired:
-            return False
-        return pong.stdout.strip() == b"PONG"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.directory)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + START_S
-        while not self.answers():
-            assert self.process.poll() is None, f"redis-server exited with {self.process.returncode}"
-            assert time.monotonic() < deadline, f"redis-server does not answer on port {self.port}"
-            time.sleep(0.05)
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-    def ensure_running(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            self.start()
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=5)
 
 
 @pytest.fixture(scope="module")
-def private_redis(tmp_path_factory) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path_factory.mktemp("redis"))
+def private_redis(tmp_path_factory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
     server.start()
     yield server
     server.kill()
 
 
 @pytest.fixture(scope="module")
-def server(database: str, catalog: Catalog, private_redis: PrivateRedis, tmp_path_factory) -> Iterator[Server]:
+def server(database: str, catalog: Catalog, private_redis: RedisServer, tmp_path_factory) -> Iterator[Server]:
     env = server_env(database, private_redis.url, CACHE_PREFIX=f"catalog_faults_{uuid.uuid4().hex[:10]}",
                      REDIS_RETRY_AFTER_S=str(RETRY_AFTER_S))
     with running(env, tmp_path_factory.mktemp("faults") / "server.log") as started:
@@ -100,7 +51,7 @@ def server(database: str, catalog: Catalog, private_redis: PrivateRedis, tmp_pat
 
 
 @pytest.fixture
-def redis_up(private_redis: PrivateRedis) -> PrivateRedis:
+def redis_up(private_redis: RedisServer) -> RedisServer:
     """The private Redis running at the start of each test, whatever the one before did to it."""
     private_redis.ensure_running()
     return private_redis
@@ -161,7 +112,7 @@ def cache_states(responses: list[httpx.Response]) -> set[str]:
 
 
 def test_a_killed_redis_costs_no_request_and_is_used_again_once_restarted(
-    server: Server, sql: Sql, catalog: Catalog, redis_up: PrivateRedis
+    server: Server, sql: Sql, catalog: Catalog, redis_up: RedisServer
 ) -> None:
     assert_cached_again(server, sql, catalog)
     redis_up.kill()
@@ -171,7 +122,7 @@ def test_a_killed_redis_costs_no_request_and_is_used_again_once_restarted(
 
 
 def test_writes_while_redis_is_down_succeed_and_show_once_it_is_back(
-    server: Server, sql: Sql, catalog: Catalog, redis_up: PrivateRedis
+    server: Server, sql: Sql, catalog: Catalog, redis_up: RedisServer
 ) -> None:
     assert_cached_again(server, sql, catalog)
     redis_up.kill()
@@ -185,7 +136,7 @@ def test_writes_while_redis_is_down_succeed_and_show_once_it_is_back(
 
 
 def test_a_write_while_redis_hangs_shows_on_every_worker_once_it_answers(
-    server: Server, sql: Sql, catalog: Catalog, redis_up: PrivateRedis
+    server: Server, sql: Sql, catalog: Catalog, redis_up: RedisServer
 ) -> None:
     assert_cached_again(server, sql, catalog)
     with redis_up.client() as client:  # Redis keeps its entries but answers nothing for a second
@@ -203,7 +154,7 @@ def test_a_write_while_redis_hangs_shows_on_every_worker_once_it_answers(
     assert_cached_again(server, sql, catalog)
 
 
-def test_a_flushed_redis_costs_only_misses(server: Server, sql: Sql, catalog: Catalog, redis_up: PrivateRedis) -> None:
+def test_a_flushed_redis_costs_only_misses(server: Server, sql: Sql, catalog: Catalog, redis_up: RedisServer) -> None:
     assert_cached_again(server, sql, catalog)
     with redis_up.client() as client:
         client.flushall()

@@ -7,12 +7,9 @@ because the tests stop and start it; the machine's shared server is never touche
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import pwd
 import re
 import shutil
-import subprocess
 import tempfile
 import time
 import uuid
@@ -25,11 +22,11 @@ import asyncpg
 import httpx
 import pytest
 import redis
-from pgserver._commands import POSTGRES_BIN_PATH
 
 from catalog.seed import seed
-from tests.conftest import connection_kwargs, free_port, migrate
-from tests.servers import start_sanic, stop
+from config.database import connect_arguments
+from tests.conftest import free_port, migrate
+from tests.servers import PrivatePostgres, start_sanic, stop
 
 ADMIN_PASSWORD = "admin-PW"
 APP_PASSWORD = "s3cret-PW"
@@ -38,60 +35,6 @@ OUTAGE_ANSWER_S = 10  # the longest a request may take to say 503 while PostgreS
 RECOVERY_S = 20  # how soon after PostgreSQL is back every endpoint must answer 200 again
 HTTP_TIMEOUT_S = 15
 ENDPOINTS = ("/products", "/products/1", "/categories")
-
-
-class PrivatePostgres:
-    """A cluster on 127.0.0.1:``port`` that a test may stop and start again on the same data and port.
-
-    As root, PostgreSQL refuses to run, so it runs as the ``pgserver`` system user (the one the pgserver
-    package creates for the same reason). Password authentication over TCP, so the service really sends one.
-    """
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.data = root / "data"
-        self.port = free_port()
-        self.user: str | None = None
-        if os.geteuid() == 0:
-            from pgserver.utils import ensure_user_exists
-
-            ensure_user_exists("pgserver")
-            self.user = "pgserver"
-            account = pwd.getpwnam(self.user)
-            os.chown(root, account.pw_uid, account.pw_gid)
-        (root / "pwfile").write_text(ADMIN_PASSWORD)
-        os.chmod(root / "pwfile", 0o644)
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--pwfile", str(root / "pwfile"),
-                  "--auth-local=trust", "--auth-host=scram-sha-256", "--encoding=utf8")
-
-    def _run(self, program: str, *args: str) -> None:
-        result = subprocess.run([str(POSTGRES_BIN_PATH / program), *args], user=self.user, check=False,
-                                capture_output=True, text=True, timeout=60)
-        assert result.returncode == 0, f"{program} {' '.join(args)}: {result.stdout}{result.stderr}"
-
-    def start(self) -> None:
-        # No Unix socket (-k ''): TCP only, the address the service reconnects to.
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "postgres.log"), "-w", "-t", "30",
-                  "-o", f"-h 127.0.0.1 -p {self.port} -k ''", "start")
-
-    @property
-    def running(self) -> bool:
-        return (self.data / "postmaster.pid").exists()
-
-    def stop(self, mode: str = "fast") -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-w", "-t", "30", "-m", mode, "stop")
-
-    @contextlib.contextmanager
-    def down(self) -> Iterator[None]:
-        """Stopped for the block (its sessions terminated, as in a failover), started again after it."""
-        self.stop()
-        try:
-            yield
-        finally:
-            self.start()
-
-    def url(self, user: str, password: str, database: str) -> str:
-        return f"postgres://{user}:{password}@127.0.0.1:{self.port}/{database}"
 
 
 @dataclass(frozen=True)
@@ -107,7 +50,7 @@ class Service:
 
     def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         async def run() -> list[asyncpg.Record]:
-            connection = await asyncpg.connect(**connection_kwargs(self.database_url), timeout=10)
+            connection = await asyncpg.connect(**connect_arguments(self.database_url), timeout=10)
             try:
                 return await connection.fetch(sql, *args)
             finally:
@@ -120,7 +63,7 @@ class Service:
 def postgres() -> Iterator[PrivatePostgres]:
     root = Path(tempfile.mkdtemp(prefix="catalog_faults_"))
     try:
-        cluster = PrivatePostgres(root)
+        cluster = PrivatePostgres(root, ADMIN_PASSWORD)
         cluster.start()
         try:
             yield cluster
@@ -135,7 +78,7 @@ def postgres() -> Iterator[PrivatePostgres]:
 def service(postgres: PrivatePostgres, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     async def create_app_database() -> None:
         admin = await asyncpg.connect(
-            **connection_kwargs(postgres.url("postgres", ADMIN_PASSWORD, "postgres")), timeout=10
+            **connect_arguments(postgres.url("postgres", ADMIN_PASSWORD, "postgres")), timeout=10
         )
         try:
             await admin.execute(f"CREATE ROLE catalog_app LOGIN PASSWORD '{APP_PASSWORD}'")
