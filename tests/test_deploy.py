@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 
 from config.settings import PROJECT_ROOT
 from tests.conftest import create_empty_database, drop_database, free_port
-from tests.servers import start_sanic, stop, wait_until_serving
-
-
-def procfile() -> dict[str, str]:
-    lines = (PROJECT_ROOT / "Procfile").read_text().splitlines()
-    return dict(line.split(": ", 1) for line in lines if line.strip())
+from tests.servers import procfile, start_sanic, stop, wait_until_serving
 
 
 @pytest.fixture
@@ -45,6 +45,7 @@ def test_run_command_serves_a_demo_catalog_on_the_embedded_default(embedded_dir:
         assert httpx.get(f"http://127.0.0.1:{port}/categories").json()
     finally:
         assert stop(process) == 0
+    assert not (embedded_dir / "postmaster.pid").exists(), "the embedded PostgreSQL outlived `catalog run`"
 
 
 def test_procfile_release_then_web_on_a_fresh_database(postgres_server_url: str, tmp_path: Path) -> None:
@@ -88,3 +89,45 @@ def test_unreachable_database_is_a_503_not_a_crash(tmp_path: Path) -> None:
         assert "Traceback" not in log.read_text()
     finally:
         assert stop(web) == 0
+
+
+def test_on_a_dyno_the_built_in_secret_key_is_refused_in_one_line(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if key != "SECRET_KEY"}
+    env.update(DYNO="web.1", DATABASE_URL="postgres://u:p@db.example.com:5432/d", PORT=str(free_port()),
+               PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    web = subprocess.run(["bash", "-c", procfile()["web"]], cwd=PROJECT_ROOT, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert web.returncode != 0
+    assert web.stderr.strip().splitlines()[-1].startswith("catalog: SECRET_KEY is the built-in default")
+    assert "Traceback" not in web.stderr and "p@db" not in web.stderr
+
+
+def test_the_python_buildpack_finds_pinned_production_dependencies_and_a_python_with_wheels_for_them() -> None:
+    """requirements.txt is what Heroku installs: every dependency of pyproject.toml pinned to a version it
+    allows, and none of the extras (the embedded PostgreSQL, the test tools)."""
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+    pins = {}
+    for line in (PROJECT_ROOT / "requirements.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            requirement = Requirement(line)
+            (pinned,) = requirement.specifier
+            assert pinned.operator == "==", line
+            pins[canonicalize_name(requirement.name)] = pinned.version
+    for dependency in map(Requirement, project["dependencies"]):
+        name = canonicalize_name(dependency.name)
+        assert name in pins, f"{dependency} is missing from requirements.txt: run `make requirements`"
+        assert dependency.specifier.contains(pins[name]), f"requirements.txt pins {name}=={pins[name]}: {dependency}"
+    for extra in project["optional-dependencies"].values():
+        for requirement in map(Requirement, extra):
+            assert canonicalize_name(requirement.name) not in pins, requirement
+    python = (PROJECT_ROOT / ".python-version").read_text().strip()
+    assert SpecifierSet(project["requires-python"]).contains(f"{python}.0")
+    assert python in ("3.10", "3.11", "3.12")  # the Pythons pgserver (make run's embedded default) has wheels for
+
+
+def test_app_json_provisions_what_the_service_reads() -> None:
+    app = json.loads((PROJECT_ROOT / "app.json").read_text())
+    plans = {addon["plan"].split(":")[0]: addon.get("as") for addon in app["addons"]}
+    assert plans == {"heroku-postgresql": "DATABASE", "heroku-redis": "REDIS"}  # DATABASE_URL, REDIS_URL
+    assert app["env"]["SECRET_KEY"] == {"description": app["env"]["SECRET_KEY"]["description"], "generator": "secret"}
+    assert "web" in app["formation"] and set(procfile()) == {"release", "web"}
