@@ -10,6 +10,7 @@ from multiprocessing import Value
 import orjson
 import pytest
 
+from catalog import queries
 from catalog.cache import (
     RedisBackend,
     ResilientCache,
@@ -174,40 +175,33 @@ def test_write_effects() -> None:
     assert count_name(ProductFilter(False, 12)) == "0:12"
 
 
-def test_large_tables_get_an_estimate_at_once_then_the_exact_count(client, catalog: Database, settings) -> None:
-    async def scenario() -> tuple[tuple[int, bool], tuple[int, bool]]:
-        large = replace(settings, exact_count_below=0, cache_prefix=settings.cache_prefix + "_estimate")
-        caches = open_caches(large, SharedState.new())
+def test_a_capped_count_counts_up_to_its_cap(catalog: Database) -> None:
+    async def counts() -> list[int]:
+        return [await queries.count_products_up_to(ProductFilter(True, 1), most) for most in (1, 23, 24, 25, 1000)]
+
+    assert catalog.fetchval("SELECT count(*) FROM products WHERE is_active AND category_id = 1") == 24
+    assert catalog.run(counts()) == [1, 23, 24, 24, 24]
+
+
+def test_lists_over_the_exact_count_limit_get_an_estimate_at_once_then_their_count(
+    client, catalog: Database, settings
+) -> None:
+    """24 active products and 6 inactive: exact up to the limit, the planner's estimate beyond it."""
+
+    async def totals(limit: int) -> tuple[tuple[int, bool], ...]:
+        limited = replace(settings, exact_count_max_rows=limit, cache_prefix=f"{settings.cache_prefix}_limit{limit}")
+        caches = open_caches(limited, SharedState.new())
         try:
-            totals = caches.totals
-            await totals.total(ProductFilter(False))  # exact while the table's size is unknown; learns it
-            await asyncio.gather(*totals.tasks.values())
-            first = await totals.total(ProductFilter(True, 1))
-            await asyncio.gather(*totals.tasks.values())
-            return first, await totals.total(ProductFilter(True, 1))
+            first = (await caches.totals.total(ProductFilter(True)), await caches.totals.total(ProductFilter(False)))
+            await asyncio.gather(*caches.totals.tasks.values())
+            return *first, await caches.totals.total(ProductFilter(True))
         finally:
             await caches.close()
 
-    catalog.execute("ANALYZE products")
-    (estimate, exact_first), (count, exact_then) = catalog.run(scenario())
-    assert exact_first is False and estimate > 0
-    assert exact_then is True and count == catalog.fetchval("SELECT count(*) FROM products WHERE is_active AND category_id = 1")
-
-
-def test_estimated_totals_are_not_kept_in_the_response_cache(client, catalog: Database) -> None:
-    caches = client.app.ctx.caches
-    original = caches.totals.exact_below
-    caches.totals.exact_below = 0
-    caches.totals.table_rows = 1e9  # as if the table were huge
-    try:
-        catalog.expire_cache()
-        _, first = client.get("/products?page_size=3")
-        _, second = client.get("/products?page_size=3")
-        assert cache_state(second) == "miss"
-    finally:
-        caches.totals.exact_below = original
-        caches.totals.table_rows = -1.0
-    assert first.status == second.status == 200
+    assert catalog.run(totals(24)) == ((24, True), (6, True), (24, True))
+    (estimate, exact), small, counted = catalog.run(totals(23))
+    assert exact is False and estimate >= 24  # at least what the capped count saw
+    assert small == (6, True) and counted == (24, True)
 
 
 def test_redis_entries_live_for_the_cache_ttl(client, catalog: Database, settings) -> None:
