@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from dataclasses import replace
 from multiprocessing import Value
 
@@ -202,6 +203,31 @@ def test_lists_over_the_exact_count_limit_get_an_estimate_at_once_then_their_cou
     (estimate, exact), small, counted = catalog.run(totals(23))
     assert exact is False and estimate >= 24  # at least what the capped count saw
     assert small == (6, True) and counted == (24, True)
+
+
+ESTIMATED = "x-total-count-estimated"
+
+
+def test_an_estimated_total_is_marked_and_not_kept_then_the_count_arrives(client, catalog: Database) -> None:
+    totals = client.app.ctx.caches.totals
+    totals.exact_max = 5
+    try:
+        catalog.expire_cache()
+        responses = [client.get("/products?page_size=3")[1]]
+        deadline = time.monotonic() + 5
+        while ESTIMATED in responses[-1].headers:
+            assert time.monotonic() < deadline, "no exact count within 5 s"
+            time.sleep(0.02)  # the background count runs while a request runs the server's loop
+            responses.append(client.get("/products?page_size=3")[1])
+        _, again = client.get("/products?page_size=3")
+    finally:
+        totals.exact_max = client.app.ctx.settings.exact_count_max_rows
+    assert responses[0].headers[ESTIMATED] == "true" and responses[0].json["total"] >= 6
+    for estimated in responses[:-1]:
+        assert cache_state(estimated) == "miss" and estimated.status == 200
+    exact = catalog.fetchval("SELECT count(*) FROM products WHERE is_active")
+    assert responses[-1].json["total"] == exact and cache_state(responses[-1]) == "miss"
+    assert cache_state(again) == "hit" and again.body == responses[-1].body and ESTIMATED not in again.headers
 
 
 def test_redis_entries_live_for_the_cache_ttl(client, catalog: Database, settings) -> None:
