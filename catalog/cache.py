@@ -51,7 +51,7 @@ from sanic import HTTPResponse, Request
 from catalog import queries
 from catalog.http import Representation
 from catalog.queries import ProductFilter, ProductState
-from catalog.stats import current_stats
+from catalog.stats import current_stats, detach_request_stats
 from config.settings import Settings
 
 logger = logging.getLogger("catalog.cache")
@@ -660,6 +660,7 @@ class ProductTotals:
         return max(await queries.estimate_products(filters), counted), False
 
     async def _recount(self, filters: ProductFilter, name: str) -> None:
+        detach_request_stats()  # a task of its own: its statements are not the request's that started it
         read = await self.cache.read_count(name)
         if read is None:
             return
