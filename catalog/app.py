@@ -74,7 +74,7 @@ def create_app(*, settings: Settings | None = None) -> Sanic:
         FALLBACK_ERROR_FORMAT="json",
         CORS_ORIGINS=",".join(settings.cors_origins),
         # Browsers hide response headers from scripts unless exposed; the frontend pages with these.
-        CORS_EXPOSE_HEADERS="X-Next-Cursor,X-Prev-Cursor,Link,ETag,Server-Timing",
+        CORS_EXPOSE_HEADERS="X-Next-Cursor,X-Prev-Cursor,Link,ETag,Server-Timing,X-Total-Count-Estimated",
         OAS_UI_DEFAULT="swagger",
     )
     app.ctx.settings = settings

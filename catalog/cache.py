@@ -51,7 +51,7 @@ from sanic import HTTPResponse, Request
 from catalog import queries
 from catalog.http import Representation
 from catalog.queries import ProductFilter, ProductState
-from catalog.stats import current_stats
+from catalog.stats import current_stats, detach_request_stats
 from config.settings import Settings
 
 logger = logging.getLogger("catalog.cache")
@@ -620,17 +620,20 @@ class PageAnchors:
 
 
 class ProductTotals:
-    """``total`` of a product list: from the count cache, else counted, else estimated (large tables).
+    """``total`` of a product list: from the count cache, else counted, else estimated (large lists).
 
+    A list of up to ``exact_count_max_rows`` products is counted at once: one statement, a count that
+    stops just past that many rows, says whether the list is that small and, if so, how many it holds.
+    A larger list answers the planner's estimate (marked as one) and is counted in the background for
+    the next request. Only exact counts are kept, so a write's +1/-1 never adjusts an estimate. The rule
+    does not depend on the cache, so Redis down, back or flushed does not change a small list's total.
     A request never waits on a count that is cached: one close to expiry is refreshed in the background.
     """
 
     def __init__(self, cache: ResilientCache, settings: Settings) -> None:
         self.cache = cache
         self.ttl = settings.cache_ttl
-        self.exact_below = settings.exact_count_below
-        self.table_rows = -1.0
-        self.table_rows_checked = float("-inf")
+        self.exact_max = settings.exact_count_max_rows
         self.tasks: dict[str, asyncio.Task] = {}
 
     async def total(self, filters: ProductFilter) -> tuple[int, bool]:
@@ -647,28 +650,22 @@ class ProductTotals:
             if read.ttl_s < self.ttl / 3:
                 self._in_background(name, self._recount(filters, name))
             return read.value, True
-        self._check_table_size()
-        if self.table_rows < self.exact_below:
-            value = await queries.count_products(filters)
+        counted = await queries.count_products_up_to(filters, self.exact_max + 1)
+        if counted <= self.exact_max:
             if read is not None:
-                await self.cache.write_count(name, value, read.version)
-            return value, True
-        self._in_background(name, self._recount(filters, name))
-        return await queries.estimate_products(filters), False
+                await self.cache.write_count(name, counted, read.version)
+            return counted, True
+        if read is not None:  # else there is nowhere to keep the count
+            self._in_background(name, self._recount(filters, name))
+        # The planner may guess fewer than were just counted.
+        return max(await queries.estimate_products(filters), counted), False
 
     async def _recount(self, filters: ProductFilter, name: str) -> None:
+        detach_request_stats()  # a task of its own: its statements are not the request's that started it
         read = await self.cache.read_count(name)
         if read is None:
             return
         await self.cache.write_count(name, await queries.count_products(filters), read.version)
-
-    def _check_table_size(self) -> None:
-        if time.monotonic() - self.table_rows_checked > self.ttl:
-            self.table_rows_checked = time.monotonic()
-            self._in_background("table_rows", self._read_table_size())
-
-    async def _read_table_size(self) -> None:
-        self.table_rows = await queries.products_table_rows()
 
     def _in_background(self, name: str, work: Awaitable[None]) -> None:
         """One task per name at a time; failures are logged, never raised into a request."""

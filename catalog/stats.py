@@ -1,7 +1,7 @@
 """Per-request counters: SQL statements and the time spent in PostgreSQL and in the cache.
 
 Held in a ContextVar, so the database engine and the cache add to the request that is running them
-(tasks a request starts share its counters) without passing anything around.
+(tasks a request starts share its counters, unless they detach) without passing anything around.
 """
 
 from __future__ import annotations
@@ -28,3 +28,8 @@ def start_request_stats() -> RequestStats:
 
 def current_stats() -> RequestStats | None:
     return _current.get()
+
+
+def detach_request_stats() -> None:
+    """In a task that a request starts but does not wait for: what it runs is not the request's."""
+    _current.set(None)

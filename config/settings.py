@@ -88,8 +88,9 @@ class Settings:
         ).strip().lower()
     )
     redis_retry_after: float = field(default_factory=lambda: _float("REDIS_RETRY_AFTER_S", 2.0))
-    # Below this many products a missing count is computed at once; above, estimated then computed in the background.
-    exact_count_below: int = field(default_factory=lambda: _int("EXACT_COUNT_BELOW", 10_000))
+    # A list of up to this many products has its missing count computed at once; a larger one gets the planner's
+    # estimate, then its count in the background. Counting 200,001 rows takes about 12 ms (benchmarks/counts.py).
+    exact_count_max_rows: int = field(default_factory=lambda: _int("EXACT_COUNT_MAX_ROWS", 200_000))
     # page=N in the default order starts from the nearest of every this-many-th product (catalog.cache.PageAnchors).
     page_anchor_every: int = field(default_factory=lambda: _int("PAGE_ANCHOR_EVERY", 1000))
     # Registers the /_ceiling/* load-test endpoints (benchmarks/run.py); never on in production.

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from dataclasses import replace
 from multiprocessing import Value
 
 import orjson
 import pytest
 
+from catalog import queries
 from catalog.cache import (
     RedisBackend,
     ResilientCache,
@@ -19,7 +21,7 @@ from catalog.cache import (
     product_write_effects,
 )
 from catalog.queries import ProductFilter, ProductState
-from tests.conftest import Database
+from tests.conftest import Database, free_port
 
 
 def statements(response) -> int:
@@ -174,40 +176,66 @@ def test_write_effects() -> None:
     assert count_name(ProductFilter(False, 12)) == "0:12"
 
 
-def test_large_tables_get_an_estimate_at_once_then_the_exact_count(client, catalog: Database, settings) -> None:
-    async def scenario() -> tuple[tuple[int, bool], tuple[int, bool]]:
-        large = replace(settings, exact_count_below=0, cache_prefix=settings.cache_prefix + "_estimate")
-        caches = open_caches(large, SharedState.new())
+def test_a_capped_count_counts_up_to_its_cap(catalog: Database) -> None:
+    async def counts() -> list[int]:
+        return [await queries.count_products_up_to(ProductFilter(True, 1), most) for most in (1, 23, 24, 25, 1000)]
+
+    assert catalog.fetchval("SELECT count(*) FROM products WHERE is_active AND category_id = 1") == 24
+    assert catalog.run(counts()) == [1, 23, 24, 24, 24]
+
+
+@pytest.mark.parametrize("store", ["redis", "in process", "redis down"])
+def test_lists_over_the_exact_count_limit_get_an_estimate_at_once_then_their_count(
+    client, catalog: Database, settings, store: str
+) -> None:
+    """24 active products and 6 inactive: exact up to the limit, the planner's estimate beyond it, whatever
+    keeps the counts; only where a count can be kept does the estimate give way to it."""
+    redis_url = {"redis": settings.redis_url, "in process": None, "redis down": f"redis://127.0.0.1:{free_port()}/0"}
+
+    async def totals(limit: int) -> tuple[tuple[int, bool], ...]:
+        limited = replace(settings, exact_count_max_rows=limit, redis_url=redis_url[store],
+                          cache_prefix=f"{settings.cache_prefix}_limit{limit}")
+        caches = open_caches(limited, SharedState.new())
         try:
-            totals = caches.totals
-            await totals.total(ProductFilter(False))  # exact while the table's size is unknown; learns it
-            await asyncio.gather(*totals.tasks.values())
-            first = await totals.total(ProductFilter(True, 1))
-            await asyncio.gather(*totals.tasks.values())
-            return first, await totals.total(ProductFilter(True, 1))
+            first = (await caches.totals.total(ProductFilter(True)), await caches.totals.total(ProductFilter(False)))
+            await asyncio.gather(*caches.totals.tasks.values())
+            return *first, await caches.totals.total(ProductFilter(True))
         finally:
             await caches.close()
 
-    catalog.execute("ANALYZE products")
-    (estimate, exact_first), (count, exact_then) = catalog.run(scenario())
-    assert exact_first is False and estimate > 0
-    assert exact_then is True and count == catalog.fetchval("SELECT count(*) FROM products WHERE is_active AND category_id = 1")
+    assert catalog.run(totals(24)) == ((24, True), (6, True), (24, True))
+    (estimate, exact), small, then = catalog.run(totals(23))
+    assert exact is False and estimate >= 24  # at least what the capped count saw
+    assert small == (6, True)
+    if store == "redis down":  # nowhere to keep the count: an estimate again
+        assert then[1] is False and then[0] >= 24
+    else:
+        assert then == (24, True)
 
 
-def test_estimated_totals_are_not_kept_in_the_response_cache(client, catalog: Database) -> None:
-    caches = client.app.ctx.caches
-    original = caches.totals.exact_below
-    caches.totals.exact_below = 0
-    caches.totals.table_rows = 1e9  # as if the table were huge
+ESTIMATED = "x-total-count-estimated"
+
+
+def test_an_estimated_total_is_marked_and_not_kept_then_the_count_arrives(client, catalog: Database) -> None:
+    totals = client.app.ctx.caches.totals
+    totals.exact_max = 5
     try:
         catalog.expire_cache()
-        _, first = client.get("/products?page_size=3")
-        _, second = client.get("/products?page_size=3")
-        assert cache_state(second) == "miss"
+        responses = [client.get("/products?page_size=3")[1]]
+        deadline = time.monotonic() + 5
+        while ESTIMATED in responses[-1].headers:
+            assert time.monotonic() < deadline, "no exact count within 5 s"
+            time.sleep(0.02)  # the background count runs while a request runs the server's loop
+            responses.append(client.get("/products?page_size=3")[1])
+        _, again = client.get("/products?page_size=3")
     finally:
-        caches.totals.exact_below = original
-        caches.totals.table_rows = -1.0
-    assert first.status == second.status == 200
+        totals.exact_max = client.app.ctx.settings.exact_count_max_rows
+    assert responses[0].headers[ESTIMATED] == "true" and responses[0].json["total"] >= 6
+    for estimated in responses[:-1]:
+        assert cache_state(estimated) == "miss" and estimated.status == 200
+    exact = catalog.fetchval("SELECT count(*) FROM products WHERE is_active")
+    assert responses[-1].json["total"] == exact and cache_state(responses[-1]) == "miss"
+    assert cache_state(again) == "hit" and again.body == responses[-1].body and ESTIMATED not in again.headers
 
 
 def test_redis_entries_live_for_the_cache_ttl(client, catalog: Database, settings) -> None:

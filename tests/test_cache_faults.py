@@ -192,3 +192,51 @@ def test_without_redis_each_worker_caches_in_process_and_every_write_reaches_bot
         shovel = {"name": "Shovel", "price": 9, "category_id": garden}
         assert server.write("POST", "/products", shovel).status_code == 201
         assert_each_worker_misses_once(server, server.follow_ups(url), whole_page(sql, garden))
+
+
+def test_totals_are_the_same_and_exact_with_redis_up_killed_back_and_flushed(
+    server: Server, sql: Sql, catalog: Catalog, redis_up: PrivateRedis
+) -> None:
+    """Over 10,000 products, where a missing count used to be answered with the planner's estimate.
+
+    The bulk is inactive and in a category of its own, so the planner, which takes category and activity
+    as independent, misjudges the lists that combine them.
+    """
+    bulk = sql.fetchval("INSERT INTO categories (name) VALUES ('Bulk') RETURNING id")
+    sql.execute(
+        "INSERT INTO products (name, price, category_id, is_active)"
+        " SELECT 'Bulk ' || i, 1, $1::int, false FROM generate_series(1, 12000) i", bulk
+    )
+    sql.execute("ANALYZE products")
+    lists = {"/products": "is_active", "/products?is_active=false": "NOT is_active"}
+    for category in (catalog.kitchen, catalog.garden, bulk):
+        lists[f"/products?category_id={category}"] = f"is_active AND category_id = {category}"
+        lists[f"/products?category_id={category}&is_active=false"] = f"NOT is_active AND category_id = {category}"
+    counted = {url: sql.fetchval(f"SELECT count(*) FROM products WHERE {where}") for url, where in lists.items()}
+
+    def totals() -> dict[str, set[int]]:
+        seen: dict[str, set[int]] = {}
+        for url in lists:
+            for response in server.follow_ups(f"{url}&page_size=1" if "?" in url else f"{url}?page_size=1"):
+                assert response.status_code == 200 and "x-total-count-estimated" not in response.headers, url
+                seen.setdefault(url, set()).add(response.json()["total"])
+        return seen
+
+    expected = {url: {count} for url, count in counted.items()}
+    try:
+        with redis_up.client() as client:
+            client.flushall()  # nothing counted before the bulk arrived behind the service's back
+        assert totals() == expected
+        redis_up.kill()
+        assert totals() == expected
+        redis_up.start()
+        assert totals() == expected
+        with redis_up.client() as client:
+            client.flushall()
+        assert totals() == expected
+    finally:
+        sql.execute("DELETE FROM products WHERE category_id = $1", bulk)
+        sql.execute("DELETE FROM categories WHERE id = $1", bulk)
+        redis_up.ensure_running()
+        with redis_up.client() as client:
+            client.flushall()

@@ -437,3 +437,60 @@ def test_a_change_made_behind_the_service_shows_once_the_ttl_has_passed(
         time.sleep(max(0.0, filled + 1.05 - time.monotonic()))
         for response in short_lived.follow_ups(url):
             assert response.json()["price"] == first.json()["price"] + 1
+
+
+ESTIMATED = "x-total-count-estimated"
+SMALL_LIMIT = 5  # EXACT_COUNT_MAX_ROWS of the server below: most watched lists are larger
+SETTLE_S = 5.0
+
+
+def test_totals_over_the_exact_count_limit_are_marked_estimates_until_counted_then_follow_writes(
+    database: str, sql: Sql, catalog: Catalog, redis_url: str, prefix: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """Every response's total is either marked as an estimate or the count; a write never adjusts an estimate."""
+    lists = watched_totals(catalog)
+
+    def count(url: str) -> int:
+        return sql.fetchval(f"SELECT count(*) FROM products WHERE {lists[url]}")
+
+    def settled(server: Server) -> None:
+        """Within SETTLE_S every list answers its count, unmarked, on both workers; until then, marked estimates."""
+        for url in lists:
+            deadline = time.monotonic() + SETTLE_S
+            while True:
+                responses = server.follow_ups(url)
+                exact = [response.json()["total"] == count(url) for response in responses]
+                marked = [response.headers.get(ESTIMATED) == "true" for response in responses]
+                assert all(e or m for e, m in zip(exact, marked)), (url, [r.json()["total"] for r in responses])
+                if all(exact) and not any(marked):
+                    break
+                assert time.monotonic() < deadline, f"{url}: no count within {SETTLE_S} s"
+                time.sleep(0.05)
+
+    env = server_env(database, redis_url, CACHE_PREFIX=f"{prefix}_limit", EXACT_COUNT_MAX_ROWS=str(SMALL_LIMIT))
+    with running(env, tmp_path / "server.log") as server:
+        for url in lists:  # the first request of each list
+            first = server.get(url)
+            assert first.headers.get(ESTIMATED) == ("true" if count(url) > SMALL_LIMIT else None), url
+            assert first.headers.get(ESTIMATED) or first.json()["total"] == count(url), url
+        assert min(count(url) for url in lists) <= SMALL_LIMIT < max(count(url) for url in lists)
+        settled(server)
+
+        def update(product: int, changes: dict) -> None:
+            assert server.write("PUT", f"/products/{product}", changes).status_code == 200
+
+        # Counted lists follow writes that move products between categories and in and out of activity.
+        product = create(server, catalog.kitchen)["id"]
+        update(product, {"category_id": catalog.garden, "is_active": False})
+        update(catalog.second, {"is_active": False})
+        for url in lists:
+            seen = {(response.json()["total"], response.headers.get(ESTIMATED)) for response in server.follow_ups(url)}
+            assert seen == {(count(url), None)}, url
+
+        # Writes while the lists are only estimated (their counts dropped) replace the estimates, not adjust them.
+        redis_client.incr(f"{prefix}_limit:epoch")
+        for url in lists:
+            server.get(url)
+        update(product, {"category_id": catalog.kitchen, "is_active": True})
+        update(catalog.second, {"is_active": True})
+        settled(server)

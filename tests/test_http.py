@@ -139,7 +139,7 @@ def test_cors_answers_configured_origins_only(client, settings) -> None:
     assert response.headers.get("access-control-allow-origin") == origin
     _, response = client.get("/products", headers={"origin": origin})
     exposed = {name.strip().lower() for name in response.headers["access-control-expose-headers"].split(",")}
-    assert {"x-next-cursor", "link", "etag"} <= exposed
+    assert {"x-next-cursor", "link", "etag", "x-total-count-estimated"} <= exposed
     _, response = client.get("/health", headers={"origin": "https://evil.example"})
     assert response.headers.get("access-control-allow-origin") != "https://evil.example"
 

@@ -37,6 +37,19 @@ def test_list_pages(client, catalog: Database) -> None:
     assert statements(client, "/products?category_id=1&is_active=false") <= 3
 
 
+def test_a_page_whose_total_is_an_estimate_is_four_statements(client, catalog: Database) -> None:
+    totals = client.app.ctx.caches.totals
+    totals.exact_max = 100  # the 150 active products are a large list
+    try:
+        catalog.expire_cache()
+        request, response = client.get("/products")
+    finally:
+        totals.exact_max = client.app.ctx.settings.exact_count_max_rows
+    assert response.status == 200 and response.headers["x-total-count-estimated"] == "true"
+    # The page, its reviews, the count capped past the limit, the planner's estimate; not the background count.
+    assert request.ctx.stats.statements == 4
+
+
 def test_single_product(client, catalog: Database) -> None:
     assert statements(client, "/products/5") == 2
 

@@ -1,7 +1,7 @@
 """EXPLAIN of every hot query on a seeded catalog of 100,000 products: index scans, no sequential scan.
 
 The statements are the ones ``catalog.queries`` really sends (captured from Tortoise's statement log),
-explained with their real parameters.
+explained with their real parameters. On the same catalog, a cold server's totals are the counts.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from functools import partial
@@ -29,6 +30,7 @@ from tests.conftest import (
     create_database,
     drop_database,
 )
+from tests.test_cache_workers import running, server_env, server_timing
 
 # 100,000 in the suite; PLAN_TEST_PRODUCTS=1000000 (with PLAN_TEST_DATABASE_URL naming a database seeded
 # that large, e.g. by benchmarks/browse.py) checks the plans at a million.
@@ -121,6 +123,7 @@ def hot_queries(url: str) -> dict[str, Callable[[], Awaitable[Any]]]:
             queries.products_page, active, ordering, 20, skip=int(PRODUCTS * 0.85)
         )
     lean = frozenset({"category", "inventory"})
+    cap = Settings().exact_count_max_rows + 1
     searching = replace(active, search="stainless:* & kettle:*")
     calls.update({
         "inactive page": partial(queries.products_page, ProductFilter(is_active=False), Ordering(), 20),
@@ -132,6 +135,8 @@ def hot_queries(url: str) -> dict[str, Callable[[], Awaitable[Any]]]:
         "name search, sort=id": partial(queries.products_page, searching, Ordering(), 20),
         "count": partial(queries.count_products, active),
         "count of a category": partial(queries.count_products, in_category),
+        "capped count": partial(queries.count_products_up_to, active, cap),
+        "capped count of a category": partial(queries.count_products_up_to, in_category, cap),
         "count of a name search": partial(queries.count_products, searching),
         "product by id": partial(queries.get_product, deep["id"].id),
         "batch of 100": partial(queries.products_by_ids, range(deep["id"].id, deep["id"].id + 100)),
@@ -160,3 +165,41 @@ def test_hot_queries_use_indexes_only(big_database_url: str) -> None:
             scans = {node for node, relation in nodes if relation in BIG_TABLES}
             assert scans <= {"Index Scan", "Index Only Scan", "Bitmap Heap Scan"}, (name, scans)
     print("\n".join(report))
+
+
+def test_the_first_total_of_every_list_on_a_cold_server_is_its_count(
+    big_database_url: str, redis_url: str, tmp_path
+) -> None:
+    """Every category, both is_active values, and the unfiltered list, with the thresholds at their defaults:
+    the count, or (only for a list beyond EXACT_COUNT_MAX_ROWS, as at a million products) a marked estimate."""
+
+    async def counts() -> dict[str, int]:
+        connection = await asyncpg.connect(**connection_kwargs(big_database_url))
+        try:
+            # Each category (NULL: all of them) with each is_active value, and its products' count.
+            rows = await connection.fetch(
+                "SELECT c.id AS category_id, a.is_active, count(p.id) AS n"
+                " FROM (SELECT id FROM categories UNION ALL SELECT NULL) c"
+                " CROSS JOIN (VALUES (true), (false)) a(is_active)"
+                " LEFT JOIN products p ON p.is_active = a.is_active AND (c.id IS NULL OR p.category_id = c.id)"
+                " GROUP BY 1, 2"
+            )
+        finally:
+            await connection.close()
+        urls = {}
+        for row in rows:
+            category = "" if row["category_id"] is None else f"&category_id={row['category_id']}"
+            urls[f"/products?page_size=1&is_active={str(row['is_active']).lower()}{category}"] = row["n"]
+        return urls
+
+    expected = asyncio.run(counts())
+    limit = Settings().exact_count_max_rows
+    env = server_env(big_database_url, redis_url, CACHE_PREFIX=f"catalog_plans_{uuid.uuid4().hex[:10]}")
+    with running(env, tmp_path / "server.log") as server:
+        for url, count in expected.items():
+            response = server.get(url)
+            assert response.status_code == 200 and server_timing(response)[1] == "miss", url
+            if count > limit:
+                assert response.headers["x-total-count-estimated"] == "true", url
+            else:
+                assert (response.json()["total"], response.headers.get("x-total-count-estimated")) == (count, None), url

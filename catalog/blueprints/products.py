@@ -45,6 +45,8 @@ DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 
 PRODUCT_ID = schemas.path_id("product_id")
+# On a list whose total is the planner's estimate of a large count (catalog.cache.ProductTotals), not the count.
+TOTAL_ESTIMATED = "X-Total-Count-Estimated"
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +166,8 @@ async def list_products(request: Request) -> HTTPResponse:
         # with rel="next"; X-Prev-Cursor is on every page but the first.
         if has_next:
             headers["Link"] = ", ".join(links)
+        if not exact:
+            headers[TOTAL_ESTIMATED] = "true"
         body = product_page(page_read, total=total, page_number=page, page_size=listing.page_size, parts=listing.parts)
         # A page whose total is only an estimate is not kept: the exact count is on its way.
         return Produced(body, headers, exact)
