@@ -106,6 +106,8 @@ class Settings:
             found.append("SECRET_KEY is the built-in default: set a secret of your own (heroku config:set SECRET_KEY=...)")
         if self.redis_ssl_cert_reqs not in REDIS_CERT_REQS:
             found.append(f"REDIS_SSL_CERT_REQS is {self.redis_ssl_cert_reqs!r}: use one of {', '.join(REDIS_CERT_REQS)}")
+        if self.exact_count_max_rows < 0:
+            found.append(f"EXACT_COUNT_MAX_ROWS is {self.exact_count_max_rows}: a count of rows is 0 or more")
         if self.database_url:
             try:
                 connect_arguments(self.database_url)

@@ -195,7 +195,7 @@ def test_without_redis_each_worker_caches_in_process_and_every_write_reaches_bot
 
 
 def test_totals_are_the_same_and_exact_with_redis_up_killed_back_and_flushed(
-    server: Server, sql: Sql, catalog: Catalog, redis_up: PrivateRedis
+    server: Server, sql: Sql, catalog: Catalog, redis_up: RedisServer
 ) -> None:
     """Over 10,000 products, where a missing count used to be answered with the planner's estimate.
 

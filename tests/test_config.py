@@ -68,9 +68,11 @@ def test_a_setting_that_cannot_work_is_an_error_naming_its_variable(url: str, pg
 def test_start_up_refuses_bad_settings_with_one_line_each() -> None:
     base = replace(Settings(), database_url="postgres://u@db.example.com/x", secret_key=DEFAULT_SECRET_KEY)
     assert replace(base, production=False).problems() == []
-    problems = replace(base, production=True, redis_ssl_cert_reqs="maybe",
+    problems = replace(base, production=True, redis_ssl_cert_reqs="maybe", exact_count_max_rows=-1,
                        database_url="postgres://u@db.example.com/x?sslmode=nope").problems()
-    assert [problem.split(" ", 1)[0] for problem in problems] == ["SECRET_KEY", "REDIS_SSL_CERT_REQS", "DATABASE_URL's"]
+    assert [problem.split(" ", 1)[0] for problem in problems] == [
+        "SECRET_KEY", "REDIS_SSL_CERT_REQS", "EXACT_COUNT_MAX_ROWS", "DATABASE_URL's"
+    ]
     assert all("\n" not in problem for problem in problems)
     assert replace(base, production=True, secret_key="s3cr3t").problems() == []
 

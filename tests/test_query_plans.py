@@ -174,7 +174,7 @@ def test_the_first_total_of_every_list_on_a_cold_server_is_its_count(
     the count, or (only for a list beyond EXACT_COUNT_MAX_ROWS, as at a million products) a marked estimate."""
 
     async def counts() -> dict[str, int]:
-        connection = await asyncpg.connect(**connection_kwargs(big_database_url))
+        connection = await asyncpg.connect(**connect_arguments(big_database_url))
         try:
             # Each category (NULL: all of them) with each is_active value, and its products' count.
             rows = await connection.fetch(
