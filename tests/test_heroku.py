@@ -166,6 +166,8 @@ def test_procfile_on_heroku_postgres_and_key_value_store_over_tls(
         assert statuses == [200] * CONCURRENT_GETS + [201] * CONCURRENT_POSTS
 
         sessions = asyncio.run(app_sessions(heroku_postgres))
+        print(f"\n{form}: {len(statuses)} concurrent requests {sorted(set(statuses))}; app sessions "
+              f"{len(sessions)}, encrypted {sum(session['ssl'] for session in sessions)}")
         assert sessions and all(session["ssl"] for session in sessions), sessions
         assert len(sessions) <= 2 * 8  # each worker's pool fits: (20 - 3 kept for others) // 2 workers
     finally:

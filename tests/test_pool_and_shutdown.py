@@ -29,8 +29,12 @@ POOL_MAX = 5
 CONCURRENT_REQUESTS = 500
 SHUTDOWN_TIMEOUT_S = 30
 PUT_PRICES = (11.0, 12.0, 13.0, 14.0)
-# The server's sessions on the test database: every one but the asking session itself.
-SERVER_SESSIONS = "SELECT state FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+# The server's sessions on the test database: every client's but the asking session's (an autovacuum
+# worker analysing the freshly seeded tables is in pg_stat_activity too).
+SERVER_SESSIONS = (
+    "SELECT state FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    " AND backend_type = 'client backend'"
+)
 LOCK_WAITERS = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
 
 
