@@ -49,8 +49,8 @@ from redis.exceptions import RedisError
 from sanic import HTTPResponse, Request
 
 from catalog import queries
+from catalog.domain import Keyset, ProductFilter, ProductState
 from catalog.http import Representation
-from catalog.queries import ProductFilter, ProductState
 from catalog.stats import current_stats, detach_request_stats
 from config.settings import Settings
 
@@ -592,7 +592,7 @@ class PageAnchors:
         self.cache = cache
         self.every = settings.page_anchor_every
 
-    async def start(self, filters: ProductFilter, skip: int) -> tuple[queries.Keyset | None, int]:
+    async def start(self, filters: ProductFilter, skip: int) -> tuple[Keyset | None, int]:
         """The row to start after (None: the list's start) and how many rows to skip from there."""
         if skip < self.every or filters.narrowed:
             return None, skip
@@ -600,7 +600,7 @@ class PageAnchors:
         block = min(skip // self.every, len(anchors or ()))
         if not block:
             return None, skip
-        return queries.Keyset(None, anchors[block - 1]), skip - block * self.every  # type: ignore[index]
+        return Keyset(None, anchors[block - 1]), skip - block * self.every  # type: ignore[index]
 
     async def _anchors(self, filters: ProductFilter) -> list[int] | None:
         lookup = await self.cache.lookup(f"anchors/{count_name(filters)}/{self.every}", [membership_generation(filters)])

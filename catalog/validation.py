@@ -12,7 +12,7 @@ from typing import Any
 from sanic import Request
 from sanic.request import RequestParameters
 
-from catalog.queries import MAX_DB_ID
+from catalog.domain import MAX_DB_ID
 
 TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
 FALSE_WORDS = frozenset({"false", "0", "no", "off"})

@@ -20,7 +20,7 @@ from catalog.cache import (
     open_caches,
     product_write_effects,
 )
-from catalog.queries import ProductFilter, ProductState
+from catalog.domain import ProductFilter, ProductState
 from tests.conftest import Database, free_port
 
 

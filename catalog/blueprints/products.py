@@ -19,7 +19,15 @@ from catalog.cache import (
     category_generation,
     product_generation,
 )
-from catalog.queries import PARTS, SORTS, Ordering, ProductFilter, ProductState
+from catalog.domain import (
+    PARTS,
+    REVIEW_ORDER,
+    SORTS,
+    Ordering,
+    ProductFilter,
+    ProductState,
+    UnknownCategory,
+)
 from catalog.serialize import product_dict, product_list, product_page, review_page
 from catalog.validation import (
     QueryReader,
@@ -247,7 +255,7 @@ async def product_reviews(request: Request, product_id: str) -> HTTPResponse:
         total = await queries.count_reviews(identifier)
         headers: dict[str, str] = {}
         if has_next:
-            next_key = queries.REVIEW_ORDER.key(reviews[-1])
+            next_key = REVIEW_ORDER.key(reviews[-1])
             next_cursor = cursor.encode_reviews(secret, identifier, cursor.Position(next_key, page + 1))
             headers["X-Next-Cursor"] = next_cursor
             url = f"{request.scheme}://{request.host}{request.path}?{urlencode({'page_size': page_size, 'cursor': next_cursor})}"
@@ -282,7 +290,7 @@ async def create_product(request: Request) -> HTTPResponse:
     async with caches.product_write():
         try:
             product = await queries.create_product(fields)
-        except queries.UnknownCategory:
+        except UnknownCategory:
             raise unknown_category_error(fields.get("category_id")) from None
         if product is None:
             raise NotFound(PRODUCT_NOT_FOUND)
@@ -305,7 +313,7 @@ async def update_product(request: Request, product_id: str) -> HTTPResponse:
     async with caches.product_write():
         try:
             updated = await queries.update_product(identifier, changes)
-        except queries.UnknownCategory:
+        except UnknownCategory:
             raise unknown_category_error(changes.get("category_id")) from None
         if updated is None:
             raise NotFound(PRODUCT_NOT_FOUND)
