@@ -18,6 +18,11 @@ from catalog.models import Product
 
 # serial columns are int4: an id outside this range cannot exist, and asyncpg would refuse to send it.
 MAX_DB_ID = 2**31 - 1
+# A page of products or of reviews.
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+# Ids in one GET /products/batch.
+MAX_BATCH_IDS = 100
 
 
 def is_db_id(value: int) -> bool:

@@ -20,6 +20,9 @@ from catalog.cache import (
     product_generation,
 )
 from catalog.domain import (
+    DEFAULT_PAGE_SIZE,
+    MAX_BATCH_IDS,
+    MAX_PAGE_SIZE,
     PARTS,
     REVIEW_ORDER,
     SORTS,
@@ -49,8 +52,6 @@ class UnsupportedMediaType(SanicException):
 UNSUPPORTED = schemas.error(415, "The body is not application/json")
 
 PRODUCT_NOT_FOUND = "Product not found"
-DEFAULT_PAGE_SIZE = 20
-MAX_PAGE_SIZE = 100
 
 PRODUCT_ID = schemas.path_id("product_id")
 # On a list whose total is the planner's estimate of a large count (catalog.cache.ProductTotals), not the count.
@@ -194,7 +195,12 @@ def _list_generation(filters: ProductFilter) -> str:
 @openapi.definition(
     summary="Products by id, in the order given; absent ids left out",
     tag="products",
-    parameter=schemas.query("ids", String(pattern=r"^\s*\d+\s*(,\s*\d+\s*){0,99}$"), "1..100 comma-separated ids", True),
+    parameter=schemas.query(
+        "ids",
+        String(pattern=rf"^\s*\d+\s*(,\s*\d+\s*){{0,{MAX_BATCH_IDS - 1}}}$"),
+        f"1..{MAX_BATCH_IDS} comma-separated ids",
+        True,
+    ),
     response=[schemas.ok(Array(schemas.ref("Product"))), schemas.UNPROCESSABLE],
 )
 async def batch(request: Request) -> HTTPResponse:
