@@ -816,6 +816,7 @@ PROFILE_GROUPS = (
     ("ORM: building models, select_related, prefetch (tortoise)", ("tortoise/", "pypika")),
     ("response cache + counts (catalog.cache, redis client)", ("catalog/cache.py", "redis/")),
     ("middleware: ETag hash, gzip, timing, logging (catalog.http, logging)", ("catalog/http.py", "logging/",
+                                                                             "catalog/representation.py",
                                                                              "hashlib", "gzip")),
     ("cursor signing / validation (catalog.cursor, catalog.validation)", ("catalog/cursor.py",
                                                                           "catalog/validation.py")),

@@ -50,7 +50,7 @@ from sanic import HTTPResponse, Request
 
 from catalog import queries
 from catalog.domain import Keyset, ProductFilter, ProductState
-from catalog.http import Representation
+from catalog.representation import Representation
 from catalog.stats import current_stats, detach_request_stats
 from config.settings import Settings
 
