@@ -814,7 +814,7 @@ PROFILE_GROUPS = (
     ("serialisation (catalog.serialize, orjson)", ("catalog/serialize.py",)),
     ("SQL driver (asyncpg protocol, pool)", ("asyncpg/",)),
     ("ORM: building models, select_related, prefetch (tortoise)", ("tortoise/", "pypika")),
-    ("response cache + counts (catalog.cache, redis client)", ("catalog/cache.py", "redis/")),
+    ("response cache + counts (catalog.cache, redis client)", ("catalog/cache", "redis/")),
     ("middleware: ETag hash, gzip, timing, logging (catalog.http, logging)", ("catalog/http.py", "logging/",
                                                                              "catalog/representation.py",
                                                                              "hashlib", "gzip")),

@@ -109,7 +109,7 @@ async def products_page(
     if after is not None or before is not None:
         queryset = ordering.beyond(queryset, after or before, backwards)  # type: ignore[arg-type]
     if skip and ordering.column == "id":
-        # After an anchor (catalog.cache.PageAnchors), only the rows since it are skipped.
+        # After an anchor (catalog.cache.anchors.PageAnchors), only the rows since it are skipped.
         skipped = filters.apply(Product.all()) if after is None else ordering.beyond(filters.apply(Product.all()), after)
         first_id = skipped.order_by("id").offset(skip).limit(1).values("id")
         queryset = queryset.filter(id__gte=Subquery(first_id))

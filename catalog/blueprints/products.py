@@ -12,13 +12,13 @@ from sanic_ext.extensions.openapi.definitions import Response
 from sanic_ext.extensions.openapi.types import Array, Float, Integer, String
 
 from catalog import cursor, queries, schemas
-from catalog.cache import (
+from catalog.cache import Caches
+from catalog.cache.invalidation import (
     ALL_PRODUCTS,
-    Caches,
-    Produced,
     category_generation,
     product_generation,
 )
+from catalog.cache.responses import Produced
 from catalog.domain import (
     DEFAULT_PAGE_SIZE,
     MAX_BATCH_IDS,
@@ -54,7 +54,7 @@ UNSUPPORTED = schemas.error(415, "The body is not application/json")
 PRODUCT_NOT_FOUND = "Product not found"
 
 PRODUCT_ID = schemas.path_id("product_id")
-# On a list whose total is the planner's estimate of a large count (catalog.cache.ProductTotals), not the count.
+# On a list whose total is the planner's estimate of a large count (catalog.cache.counts.ProductTotals), not the count.
 TOTAL_ESTIMATED = "X-Total-Count-Estimated"
 
 
