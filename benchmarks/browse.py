@@ -21,7 +21,8 @@ import orjson
 from tortoise import Tortoise
 
 from catalog.cli import apply_migrations
-from catalog.queries import SORTS, Keyset, Ordering, ProductFilter, products_page
+from catalog.domain import SORTS, Keyset, Ordering, ProductFilter
+from catalog.queries import products_page
 from catalog.seed import seed
 from catalog.serialize import product_page
 from config.database import connect_arguments

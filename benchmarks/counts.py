@@ -23,7 +23,7 @@ from tortoise import Tortoise
 
 from benchmarks.browse import prepare
 from catalog import queries
-from catalog.queries import ProductFilter
+from catalog.domain import ProductFilter
 from config.settings import Settings
 from config.tortoise import tortoise_config
 

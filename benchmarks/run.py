@@ -686,8 +686,9 @@ async def explain_hot_queries(database_url: str, facts: DataFacts) -> list[dict]
 
     from tortoise import Tortoise
 
+    from catalog.domain import Keyset, Ordering, ProductFilter
     from catalog.models import Product
-    from catalog.queries import ANCHORS_SQL, Keyset, Ordering, ProductFilter, product_rows, reviews_of
+    from catalog.queries import ANCHORS_SQL, product_rows, reviews_of
     from config.settings import Settings
     from config.tortoise import tortoise_config
 
@@ -813,8 +814,9 @@ PROFILE_GROUPS = (
     ("serialisation (catalog.serialize, orjson)", ("catalog/serialize.py",)),
     ("SQL driver (asyncpg protocol, pool)", ("asyncpg/",)),
     ("ORM: building models, select_related, prefetch (tortoise)", ("tortoise/", "pypika")),
-    ("response cache + counts (catalog.cache, redis client)", ("catalog/cache.py", "redis/")),
+    ("response cache + counts (catalog.cache, redis client)", ("catalog/cache", "redis/")),
     ("middleware: ETag hash, gzip, timing, logging (catalog.http, logging)", ("catalog/http.py", "logging/",
+                                                                             "catalog/representation.py",
                                                                              "hashlib", "gzip")),
     ("cursor signing / validation (catalog.cursor, catalog.validation)", ("catalog/cursor.py",
                                                                           "catalog/validation.py")),

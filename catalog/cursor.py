@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from catalog.queries import MAX_DB_ID, Keyset, Ordering, ProductFilter
+from catalog.domain import MAX_DB_ID, Keyset, Ordering, ProductFilter
 from catalog.validation import RequestValidationError, field_error
 
 VERSION = 2

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, NoReturn
 
@@ -18,65 +17,32 @@ import asyncpg
 from tortoise import Tortoise
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
-from tortoise.expressions import F, Q, Subquery
+from tortoise.expressions import F, Subquery
 from tortoise.functions import Count, Sum
 from tortoise.queryset import QuerySet, ValuesQuery
 from tortoise.transactions import in_transaction
 
+from catalog.domain import (
+    PARTS,
+    REVIEW_ORDER,
+    Keyset,
+    Ordering,
+    Page,
+    ProductFilter,
+    ProductState,
+    ReviewStats,
+    Row,
+    UnknownCategory,
+    is_db_id,
+)
 from catalog.models import Category, Inventory, Product, Review
 
 # Rows loaded per statement pair when an endpoint returns a whole set (category products, low stock).
 CHUNK_SIZE = 1000
-# serial columns are int4: an id outside this range cannot exist, and asyncpg would refuse to send it.
-MAX_DB_ID = 2**31 - 1
 CATEGORY_FK = "products_category_id_fkey"
 
 
-class UnknownCategory(Exception):
-    """The category_id of a write names no category."""
-
-
-@dataclass(frozen=True, slots=True)
-class ProductState:
-    """What of a product decides which lists and counts it belongs to."""
-
-    is_active: bool
-    category_id: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class ProductFilter:
-    is_active: bool = True
-    category_id: int | None = None
-    min_price: float | None = None
-    max_price: float | None = None
-    # A tsquery over product names in the 'simple' configuration, e.g. "stainless:* & kett:*".
-    search: str | None = None
-
-    @property
-    def narrowed(self) -> bool:
-        """Whether it filters beyond the contract's is_active / category_id (price range, name search)."""
-        return self.min_price is not None or self.max_price is not None or self.search is not None
-
-    def apply(self, queryset: QuerySet[Product]) -> QuerySet[Product]:
-        queryset = queryset.filter(is_active=self.is_active)
-        if self.category_id is not None:
-            queryset = queryset.filter(category_id=self.category_id)
-        if self.min_price is not None:
-            queryset = queryset.filter(price__gte=self.min_price)
-        if self.max_price is not None:
-            queryset = queryset.filter(price__lte=self.max_price)
-        if self.search is not None:
-            queryset = queryset.filter(name__search=self.search)
-        return queryset
-
-
-SORTS = ("id", "price", "-price", "created_at", "-created_at", "name")
-PARTS = frozenset({"category", "inventory", "reviews"})
-
-# A product read is a row: these columns, the joined ones named <relation>__<column> (None when the
-# product has no category or no inventory), and "reviews" (rows of REVIEW_FIELDS) when they were loaded.
-Row = dict[str, Any]
+# The columns of a product's row (catalog.domain.Row) and of the rows joined to it or loaded with it.
 PRODUCT_FIELDS = ("id", "name", "description", "price", "category_id", "is_active", "created_at")
 CATEGORY_FIELDS = ("id", "name", "description")
 JOINED_FIELDS = {
@@ -86,70 +52,8 @@ JOINED_FIELDS = {
 REVIEW_FIELDS = ("id", "product_id", "user_id", "rating", "comment", "created_at")
 
 
-@dataclass(frozen=True, slots=True)
-class Keyset:
-    """A row's place in an order: its sort value (None when sorting by id) and its id, the tiebreaker."""
-
-    value: Any
-    id: int
-
-
-@dataclass(frozen=True, slots=True)
-class Ordering:
-    sort: str = "id"
-
-    @property
-    def column(self) -> str:
-        return self.sort.removeprefix("-")
-
-    def key(self, row: Row) -> Keyset:
-        return Keyset(None if self.column == "id" else row[self.column], row["id"])
-
-    def _descending(self, backwards: bool) -> bool:
-        return self.sort.startswith("-") != backwards
-
-    def order_by(self, backwards: bool = False) -> list[str]:
-        """(sort column, id), both in the same direction, so one index serves both ways."""
-        sign = "-" if self._descending(backwards) else ""
-        columns = ["id"] if self.column == "id" else [self.column, "id"]
-        return [f"{sign}{column}" for column in columns]
-
-    def beyond(self, queryset: QuerySet[Product], key: Keyset, backwards: bool = False) -> QuerySet[Product]:
-        """The rows strictly past ``key`` in this order (or before it, ``backwards``).
-
-        ``value >= v AND NOT (value = v AND id <= i)``: the range bound starts the index scan where the
-        last page ended; the exclusion only drops the few rows that share that sort value.
-        """
-        descending = self._descending(backwards)
-        if self.column == "id":
-            return queryset.filter(id__lt=key.id) if descending else queryset.filter(id__gt=key.id)
-        bound, passed = ("lte", "gte") if descending else ("gte", "lte")
-        # ~Q(a, b) is NOT (a AND b); Tortoise's exclude(a=, b=) would negate each on its own.
-        return queryset.filter(
-            Q(**{f"{self.column}__{bound}": key.value}), ~Q(**{self.column: key.value, f"id__{passed}": key.id})
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class ReviewStats:
-    count: int
-    average: float | None
-
-
-@dataclass(slots=True)
-class Page:
-    products: list[Row]
-    has_more: bool  # another page lies further in the direction the page was read
-    # Counts and averages from SQL when the reviews themselves were not loaded.
-    review_stats: dict[int, ReviewStats] | None = None
-
-
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
-
-
-def is_db_id(value: int) -> bool:
-    return 1 <= value <= MAX_DB_ID
 
 
 def product_rows(queryset: QuerySet[Product], parts: frozenset[str] = PARTS) -> ValuesQuery[Literal[False]]:
@@ -205,7 +109,7 @@ async def products_page(
     if after is not None or before is not None:
         queryset = ordering.beyond(queryset, after or before, backwards)  # type: ignore[arg-type]
     if skip and ordering.column == "id":
-        # After an anchor (catalog.cache.PageAnchors), only the rows since it are skipped.
+        # After an anchor (catalog.cache.anchors.PageAnchors), only the rows since it are skipped.
         skipped = filters.apply(Product.all()) if after is None else ordering.beyond(filters.apply(Product.all()), after)
         first_id = skipped.order_by("id").offset(skip).limit(1).values("id")
         queryset = queryset.filter(id__gte=Subquery(first_id))
@@ -269,9 +173,6 @@ async def review_stats(product_ids: list[int]) -> dict[int, ReviewStats]:
         .values("product_id", "count", "total")
     )
     return {row["product_id"]: ReviewStats(row["count"], row["total"] / row["count"]) for row in rows}
-
-
-REVIEW_ORDER = Ordering("-created_at")  # newest first
 
 
 async def reviews_page(product_id: int, page_size: int, *, after: Keyset | None = None) -> tuple[list[Row], bool]:

@@ -17,6 +17,8 @@ from sanic_ext.extensions.openapi.definitions import (
 )
 from sanic_ext.extensions.openapi.types import Integer, Schema
 
+from catalog.domain import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+
 TIMESTAMP = {
     "type": "string",
     "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?$",
@@ -40,7 +42,7 @@ def _page_of(item: str) -> dict[str, Any]:
         "items": {"type": "array", "items": {"$ref": f"#/components/schemas/{item}"}},
         "total": {"type": "integer", "minimum": 0},
         "page": {"type": "integer", "minimum": 1},
-        "page_size": {"type": "integer", "minimum": 1, "maximum": 100},
+        "page_size": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
         "total_pages": {"type": "integer", "minimum": 0},
     })
 
@@ -153,4 +155,4 @@ def body(name: str) -> RequestBody:
 JSON = "application/json"
 UNPROCESSABLE = Response({JSON: ref("ValidationError")}, status="422", description="Invalid parameter or body")
 NOT_FOUND = error(404, "Not found")
-PAGE_SIZE = query("page_size", Integer(minimum=1, maximum=100), "default 20")
+PAGE_SIZE = query("page_size", Integer(minimum=1, maximum=MAX_PAGE_SIZE), f"default {DEFAULT_PAGE_SIZE}")

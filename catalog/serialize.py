@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from catalog.queries import PARTS, Page, ReviewStats, Row
+from catalog.domain import PARTS, Page, ReviewStats, Row
 
 NO_REVIEWS = ReviewStats(0, None)
 

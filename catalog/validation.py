@@ -12,12 +12,11 @@ from typing import Any
 from sanic import Request
 from sanic.request import RequestParameters
 
-from catalog.queries import MAX_DB_ID
+from catalog.domain import MAX_BATCH_IDS, MAX_DB_ID
 
 TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
 FALSE_WORDS = frozenset({"false", "0", "no", "off"})
 INTEGER = re.compile(r"[+-]?\d{1,30}")
-MAX_IDS = 100
 NAME_MAX_LENGTH = 200
 # PostgreSQL text cannot hold NUL characters: refused here rather than failing in the database.
 NUL_MESSAGE = "String should not contain NUL characters"
@@ -164,8 +163,8 @@ class QueryReader(Collector):
             self.add(loc, "Field required", "missing")
             return []
         parts = raw.split(",")
-        if len(parts) > MAX_IDS:
-            self.add(loc, f"List should have at most {MAX_IDS} items after validation, not {len(parts)}", "too_long")
+        if len(parts) > MAX_BATCH_IDS:
+            self.add(loc, f"List should have at most {MAX_BATCH_IDS} items after validation, not {len(parts)}", "too_long")
             return []
         ids = [parse_int(part) for part in parts]
         for position, value in enumerate(ids):

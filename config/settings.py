@@ -91,7 +91,7 @@ class Settings:
     # A list of up to this many products has its missing count computed at once; a larger one gets the planner's
     # estimate, then its count in the background. Counting 200,001 rows takes about 12 ms (benchmarks/counts.py).
     exact_count_max_rows: int = field(default_factory=lambda: _int("EXACT_COUNT_MAX_ROWS", 200_000))
-    # page=N in the default order starts from the nearest of every this-many-th product (catalog.cache.PageAnchors).
+    # page=N in the default order starts from the nearest of every this-many-th product (catalog.cache.anchors).
     page_anchor_every: int = field(default_factory=lambda: _int("PAGE_ANCHOR_EVERY", 1000))
     # Registers the /_ceiling/* load-test endpoints (benchmarks/run.py); never on in production.
     benchmark_endpoints: bool = field(default_factory=lambda: _bool("BENCHMARK_ENDPOINTS", False))

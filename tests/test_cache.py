@@ -12,15 +12,12 @@ import orjson
 import pytest
 
 from catalog import queries
-from catalog.cache import (
-    RedisBackend,
-    ResilientCache,
-    SharedState,
-    count_name,
-    open_caches,
-    product_write_effects,
-)
-from catalog.queries import ProductFilter, ProductState
+from catalog.cache import SharedState, open_caches
+from catalog.cache.backends import RedisBackend
+from catalog.cache.counts import count_name
+from catalog.cache.invalidation import product_write_effects
+from catalog.cache.resilient import ResilientCache
+from catalog.domain import ProductFilter, ProductState
 from tests.conftest import Database, free_port
 
 

@@ -7,7 +7,7 @@ import asyncio
 import orjson
 import pytest
 
-from catalog.http import accepts_gzip, if_none_match_hits
+from catalog.representation import accepts_gzip, if_none_match_hits
 from tests.conftest import Database
 
 PLAIN = {"accept-encoding": "identity"}

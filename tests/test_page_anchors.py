@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from catalog import queries
-from catalog.queries import ProductFilter
+from catalog.domain import ProductFilter
 from tests.conftest import Database
 
 EVERY = 3  # small, so that a catalog of a few dozen products has many anchors

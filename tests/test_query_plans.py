@@ -20,7 +20,7 @@ import pytest
 from tortoise.context import TortoiseContext
 
 from catalog import queries
-from catalog.queries import SORTS, Keyset, Ordering, ProductFilter
+from catalog.domain import SORTS, Keyset, Ordering, ProductFilter
 from catalog.seed import seed
 from config.database import connect_arguments
 from config.settings import Settings

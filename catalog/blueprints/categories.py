@@ -5,7 +5,8 @@ from sanic_ext import openapi
 from sanic_ext.extensions.openapi.types import Array
 
 from catalog import queries, schemas
-from catalog.cache import CATEGORIES, Produced, category_generation
+from catalog.cache.invalidation import CATEGORIES, category_generation
+from catalog.cache.responses import Produced
 from catalog.serialize import category_dict, product_list
 from catalog.validation import path_int
 

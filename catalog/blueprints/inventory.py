@@ -5,7 +5,8 @@ from sanic_ext import openapi
 from sanic_ext.extensions.openapi.types import Array, Integer
 
 from catalog import queries, schemas
-from catalog.cache import ALL_PRODUCTS, Produced
+from catalog.cache.invalidation import ALL_PRODUCTS
+from catalog.cache.responses import Produced
 from catalog.serialize import product_list
 from catalog.validation import QueryReader
 

@@ -12,14 +12,25 @@ from sanic_ext.extensions.openapi.definitions import Response
 from sanic_ext.extensions.openapi.types import Array, Float, Integer, String
 
 from catalog import cursor, queries, schemas
-from catalog.cache import (
+from catalog.cache import Caches
+from catalog.cache.invalidation import (
     ALL_PRODUCTS,
-    Caches,
-    Produced,
     category_generation,
     product_generation,
 )
-from catalog.queries import PARTS, SORTS, Ordering, ProductFilter, ProductState
+from catalog.cache.responses import Produced
+from catalog.domain import (
+    DEFAULT_PAGE_SIZE,
+    MAX_BATCH_IDS,
+    MAX_PAGE_SIZE,
+    PARTS,
+    REVIEW_ORDER,
+    SORTS,
+    Ordering,
+    ProductFilter,
+    ProductState,
+    UnknownCategory,
+)
 from catalog.serialize import product_dict, product_list, product_page, review_page
 from catalog.validation import (
     QueryReader,
@@ -41,11 +52,9 @@ class UnsupportedMediaType(SanicException):
 UNSUPPORTED = schemas.error(415, "The body is not application/json")
 
 PRODUCT_NOT_FOUND = "Product not found"
-DEFAULT_PAGE_SIZE = 20
-MAX_PAGE_SIZE = 100
 
 PRODUCT_ID = schemas.path_id("product_id")
-# On a list whose total is the planner's estimate of a large count (catalog.cache.ProductTotals), not the count.
+# On a list whose total is the planner's estimate of a large count (catalog.cache.counts.ProductTotals), not the count.
 TOTAL_ESTIMATED = "X-Total-Count-Estimated"
 
 
@@ -186,7 +195,12 @@ def _list_generation(filters: ProductFilter) -> str:
 @openapi.definition(
     summary="Products by id, in the order given; absent ids left out",
     tag="products",
-    parameter=schemas.query("ids", String(pattern=r"^\s*\d+\s*(,\s*\d+\s*){0,99}$"), "1..100 comma-separated ids", True),
+    parameter=schemas.query(
+        "ids",
+        String(pattern=rf"^\s*\d+\s*(,\s*\d+\s*){{0,{MAX_BATCH_IDS - 1}}}$"),
+        f"1..{MAX_BATCH_IDS} comma-separated ids",
+        True,
+    ),
     response=[schemas.ok(Array(schemas.ref("Product"))), schemas.UNPROCESSABLE],
 )
 async def batch(request: Request) -> HTTPResponse:
@@ -247,7 +261,7 @@ async def product_reviews(request: Request, product_id: str) -> HTTPResponse:
         total = await queries.count_reviews(identifier)
         headers: dict[str, str] = {}
         if has_next:
-            next_key = queries.REVIEW_ORDER.key(reviews[-1])
+            next_key = REVIEW_ORDER.key(reviews[-1])
             next_cursor = cursor.encode_reviews(secret, identifier, cursor.Position(next_key, page + 1))
             headers["X-Next-Cursor"] = next_cursor
             url = f"{request.scheme}://{request.host}{request.path}?{urlencode({'page_size': page_size, 'cursor': next_cursor})}"
@@ -282,7 +296,7 @@ async def create_product(request: Request) -> HTTPResponse:
     async with caches.product_write():
         try:
             product = await queries.create_product(fields)
-        except queries.UnknownCategory:
+        except UnknownCategory:
             raise unknown_category_error(fields.get("category_id")) from None
         if product is None:
             raise NotFound(PRODUCT_NOT_FOUND)
@@ -305,7 +319,7 @@ async def update_product(request: Request, product_id: str) -> HTTPResponse:
     async with caches.product_write():
         try:
             updated = await queries.update_product(identifier, changes)
-        except queries.UnknownCategory:
+        except UnknownCategory:
             raise unknown_category_error(changes.get("category_id")) from None
         if updated is None:
             raise NotFound(PRODUCT_NOT_FOUND)

@@ -1,0 +1,98 @@
+"""The cache of a worker: finished responses, list totals and page anchors, in Redis or in process,
+behind a circuit breaker, invalidated exactly by generation numbers.
+
+One module per concern: ``backends`` (where entries live), ``resilient`` (the breaker), ``responses``,
+``counts``, ``anchors``, and ``invalidation`` (what a product write makes stale). Here they are put
+together: what a worker keeps (``Caches``), what the workers of a host share (``SharedState``), and
+``open_caches``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from multiprocessing import Value
+from multiprocessing.sharedctypes import Synchronized
+
+import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from catalog.cache.anchors import PageAnchors
+from catalog.cache.backends import (
+    POOL_WAIT_S,
+    MemoryBackend,
+    RedisBackend,
+    WaitingConnectionPool,
+    tls_arguments,
+)
+from catalog.cache.counts import ProductTotals
+from catalog.cache.invalidation import product_write_effects
+from catalog.cache.resilient import ResilientCache
+from catalog.cache.responses import ResponseCache
+from catalog.domain import ProductState
+from config.settings import Settings
+
+
+@dataclass(slots=True)
+class Caches:
+    """What a worker keeps on ``app.ctx.caches``."""
+
+    store: ResilientCache
+    responses: ResponseCache
+    totals: ProductTotals
+    anchors: PageAnchors
+
+    @asynccontextmanager
+    async def product_write(self) -> AsyncIterator[None]:
+        """Around a product write: counts being computed meanwhile are not kept (see ``counts``)."""
+        await self.store.write_started()
+        try:
+            yield
+        finally:
+            await self.store.write_finished()
+
+    async def product_written(self, product_id: int, before: ProductState | None, after: ProductState | None) -> None:
+        """Called inside ``product_write`` once the write has committed, before its response returns."""
+        generations, deltas = product_write_effects(product_id, before, after)
+        await self.store.product_written(generations, deltas)
+
+    async def close(self) -> None:
+        await self.totals.close()
+        await self.store.close()
+
+
+@dataclass(frozen=True, slots=True)
+class SharedState:
+    """Counters shared by the workers of one host (multiprocessing values made by the main process)."""
+
+    generation: Synchronized  # the in-process cache's generation, bumped by every product write
+    unconfirmed_writes: Synchronized  # writes whose invalidation has not reached Redis yet
+
+    @classmethod
+    def new(cls) -> SharedState:
+        return cls(Value("q", 0), Value("q", 0))
+
+
+def open_caches(settings: Settings, shared: SharedState) -> Caches:
+    """Redis when REDIS_URL is set (a client per worker, bounded timeouts), else the in-process stand-in."""
+    if settings.redis_url:
+        pool = WaitingConnectionPool.from_url(
+            settings.redis_url,
+            **tls_arguments(settings),
+            # Requests beyond the pool wait for a connection (redis-py's default pool raises instead,
+            # which under 500 concurrent requests read as Redis being down).
+            max_connections=settings.redis_max_connections,
+            timeout=POOL_WAIT_S,
+            socket_timeout=settings.redis_timeout,
+            socket_connect_timeout=settings.redis_connect_timeout,
+            # No retries: the breaker decides when to try again, so a dead Redis costs a bounded wait.
+            retry=Retry(NoBackoff(), 0),
+        )
+        client = redis.Redis(connection_pool=pool)
+        store = ResilientCache(RedisBackend(client, settings), settings, "Redis", shared.unconfirmed_writes)
+    else:
+        backend = MemoryBackend(shared.generation, settings)
+        store = ResilientCache(backend, settings, "in-process cache", shared.unconfirmed_writes)
+    return Caches(store, ResponseCache(store, settings), ProductTotals(store, settings), PageAnchors(store, settings))

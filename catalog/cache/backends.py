@@ -1,0 +1,267 @@
+"""Where the cache keeps entries, generations and counts: in Redis, shared by all workers, or, without
+REDIS_URL, in an in-process stand-in.
+
+In Redis the generations' current values are part of an entry's key, so a write that bumps them makes
+every entry it affects unreachable for all workers at once; the lookup reads generations and entry in
+one round trip (a Lua script), and so do the count scripts. A global ``epoch`` in every key drops
+everything. The stand-in is invalidated through one generation shared by all workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from multiprocessing.sharedctypes import Synchronized
+from typing import Any, Protocol
+
+import redis.asyncio as redis
+
+from config.settings import Settings
+
+# Generations outlive every entry made under them, so a generation key that expires and restarts at 0
+# can never bring back an old entry.
+GENERATION_TTL_S = 86_400
+# How long one worker may hold the right to compute a missing entry before another may.
+FILL_LOCK_MS = 2_000
+POOL_WAIT_S = 1.0
+
+
+class PoolBusy(Exception):
+    """Every Redis connection of this worker stayed in use for POOL_WAIT_S: the worker is busy, not Redis."""
+
+
+class WaitingConnectionPool(redis.BlockingConnectionPool):
+    """redis-py's blocking pool, whose wait that ran out is told apart from Redis failing."""
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().get_connection(*args, **kwargs)
+        except redis.ConnectionError as error:
+            if isinstance(error.__cause__, asyncio.TimeoutError):  # the wait, not a connect that failed
+                raise PoolBusy from error
+            raise
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    key: str | None  # None: caching is off or unavailable for this request
+    value: bytes | None = None
+    leader: bool = True  # whether this request computes the entry (others wait for it)
+
+
+@dataclass(frozen=True, slots=True)
+class CountRead:
+    value: int | None
+    ttl_s: float
+    version: str
+
+
+class Backend(Protocol):
+    async def lookup(self, base: str, dependencies: Sequence[str]) -> Lookup: ...
+    async def peek(self, key: str) -> bytes | None: ...
+    async def fill(self, key: str, value: bytes) -> None: ...
+    async def release(self, key: str) -> None: ...
+    async def write_started(self) -> None: ...
+    async def write_finished(self) -> None: ...
+    async def product_written(self, generations: Iterable[str], deltas: Mapping[str, int]) -> None: ...
+    async def read_count(self, name: str) -> CountRead: ...
+    async def write_count(self, name: str, value: int, version: str) -> None: ...
+    async def forget_everything(self) -> None: ...
+    async def ping(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+# KEYS: epoch, generations...  ARGV: entry key base, lock milliseconds.
+LOOKUP = """
+local parts = {ARGV[1], redis.call('GET', KEYS[1]) or '0'}
+for i = 2, #KEYS do parts[#parts + 1] = redis.call('GET', KEYS[i]) or '0' end
+local key = table.concat(parts, '|')
+local value = redis.call('GET', key)
+if value then return {key, value, 0} end
+if redis.call('SET', key .. '|lock', '1', 'NX', 'PX', ARGV[2]) then return {key, false, 1} end
+return {key, false, 0}
+"""
+# KEYS: epoch, counts version.  ARGV: count key prefix, names..., deltas...
+ADJUST_COUNTS = """
+local prefix = ARGV[1] .. (redis.call('GET', KEYS[1]) or '0') .. ':'
+local n = (#ARGV - 1) / 2
+for i = 1, n do
+  local key = prefix .. ARGV[1 + i]
+  if redis.call('EXISTS', key) == 1 then redis.call('INCRBY', key, ARGV[1 + n + i]) end
+end
+redis.call('INCR', KEYS[2])
+return n
+"""
+# KEYS: epoch, counts version.  ARGV: count key prefix, name.
+READ_COUNT = """
+local key = ARGV[1] .. (redis.call('GET', KEYS[1]) or '0') .. ':' .. ARGV[2]
+return {redis.call('GET', key), redis.call('PTTL', key), redis.call('GET', KEYS[2]) or '0'}
+"""
+# KEYS: epoch, counts version, writes in flight.  ARGV: count key prefix, name, version seen before
+# counting, value, ttl ms.  Kept only if no write began or was in flight meanwhile.
+WRITE_COUNT = """
+if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[3] then return 0 end
+if tonumber(redis.call('GET', KEYS[3]) or '0') > 0 then return 0 end
+local key = ARGV[1] .. (redis.call('GET', KEYS[1]) or '0') .. ':' .. ARGV[2]
+redis.call('SET', key, ARGV[4], 'PX', ARGV[5])
+return 1
+"""
+# A worker that dies mid-write leaves its mark; it fades, so counts are not refused for long.
+WRITE_MARK_TTL_S = 60
+
+
+class RedisBackend:
+    """The cache in Redis, shared by all workers; one client (and pool) per worker."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.client = client
+        self.prefix = settings.cache_prefix
+        self.ttl_ms = int(settings.cache_ttl * 1000)
+        self.epoch = f"{self.prefix}:epoch"
+        self.counts_version = f"{self.prefix}:counts_version"
+        self.writes_in_flight = f"{self.prefix}:writes_in_flight"
+        self._lookup = client.register_script(LOOKUP)
+        self._adjust = client.register_script(ADJUST_COUNTS)
+        self._read_count = client.register_script(READ_COUNT)
+        self._write_count = client.register_script(WRITE_COUNT)
+
+    def _generation(self, name: str) -> str:
+        return f"{self.prefix}:g:{name}"
+
+
+    async def lookup(self, base: str, dependencies: Sequence[str]) -> Lookup:
+        keys = [self.epoch, *(self._generation(name) for name in dependencies)]
+        key, value, leader = await self._lookup(keys=keys, args=[f"{self.prefix}:r:{base}", FILL_LOCK_MS])
+        return Lookup(key.decode(), value, bool(leader) or value is not None)
+
+    async def peek(self, key: str) -> bytes | None:
+        return await self.client.get(key)
+
+    async def fill(self, key: str, value: bytes) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.set(key, value, px=self.ttl_ms).delete(f"{key}|lock")
+            await pipe.execute()
+
+    async def release(self, key: str) -> None:
+        await self.client.delete(f"{key}|lock")
+
+    async def write_started(self) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.incr(self.writes_in_flight).expire(self.writes_in_flight, WRITE_MARK_TTL_S).incr(self.counts_version)
+            await pipe.execute()
+
+    async def write_finished(self) -> None:
+        await self.client.decr(self.writes_in_flight)
+
+    async def product_written(self, generations: Iterable[str], deltas: Mapping[str, int]) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for name in generations:
+                pipe.incr(self._generation(name)).expire(self._generation(name), GENERATION_TTL_S)
+            names = list(deltas)
+            await self._adjust(
+                keys=[self.epoch, self.counts_version],
+                args=[f"{self.prefix}:n:", *names, *(deltas[name] for name in names)],
+                client=pipe,
+            )
+            await pipe.execute()
+
+    async def read_count(self, name: str) -> CountRead:
+        value, ttl_ms, version = await self._read_count(
+            keys=[self.epoch, self.counts_version], args=[f"{self.prefix}:n:", name]
+        )
+        return CountRead(None if value is None else int(value), max(ttl_ms, 0) / 1000, version.decode())
+
+    async def write_count(self, name: str, value: int, version: str) -> None:
+        await self._write_count(
+            keys=[self.epoch, self.counts_version, self.writes_in_flight],
+            args=[f"{self.prefix}:n:", name, version, value, self.ttl_ms],
+        )
+
+    async def forget_everything(self) -> None:
+        await self.client.incr(self.epoch)
+
+    async def ping(self) -> None:
+        await self.client.ping()
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class MemoryBackend:
+    """In-process stand-in for Redis: entries per worker, one generation shared by all workers.
+
+    Any product write bumps the shared generation, which is part of every key, so no worker serves an
+    entry older than the last write (coarser than Redis's per-dependency generations).
+    """
+
+    def __init__(self, generation: Synchronized, settings: Settings) -> None:
+        self.generation = generation
+        self.ttl = settings.cache_ttl
+        self.entries: dict[str, tuple[float, Any]] = {}
+
+    def _get(self, key: str) -> Any:
+        found = self.entries.get(key)
+        if found is None or found[0] <= time.monotonic():
+            self.entries.pop(key, None)
+            return None
+        return found[1]
+
+    def _set(self, key: str, value: Any) -> None:
+        if len(self.entries) > 10_000:  # bounded: drop what has expired, then the oldest half
+            now = time.monotonic()
+            self.entries = {k: v for k, v in self.entries.items() if v[0] > now}
+            for key_to_drop in list(self.entries)[: len(self.entries) // 2]:
+                del self.entries[key_to_drop]
+        self.entries[key] = (time.monotonic() + self.ttl, value)
+
+    async def lookup(self, base: str, dependencies: Sequence[str]) -> Lookup:
+        key = f"{base}|{self.generation.value}"
+        return Lookup(key, self._get(key))
+
+    async def peek(self, key: str) -> bytes | None:
+        return self._get(key)
+
+    async def fill(self, key: str, value: bytes) -> None:
+        self._set(key, value)
+
+    async def release(self, key: str) -> None:
+        """Nothing to release: in process, every worker computes its own entries."""
+
+    async def write_started(self) -> None:
+        """Nothing to mark: counts here are keyed by the generation, which the write bumps."""
+
+    async def write_finished(self) -> None:
+        """See write_started."""
+
+    async def product_written(self, generations: Iterable[str], deltas: Mapping[str, int]) -> None:
+        with self.generation.get_lock():
+            self.generation.value += 1
+
+    async def read_count(self, name: str) -> CountRead:
+        key = f"n:{name}|{self.generation.value}"
+        found = self.entries.get(key)
+        if found is None or found[0] <= time.monotonic():
+            return CountRead(None, 0.0, str(self.generation.value))
+        return CountRead(found[1], found[0] - time.monotonic(), str(self.generation.value))
+
+    async def write_count(self, name: str, value: int, version: str) -> None:
+        if version == str(self.generation.value):
+            self._set(f"n:{name}|{version}", value)
+
+    async def forget_everything(self) -> None:
+        self.entries.clear()
+
+    async def ping(self) -> None:
+        """Always there: it is this process."""
+
+    async def close(self) -> None:
+        self.entries.clear()
+
+
+def tls_arguments(settings: Settings) -> dict[str, Any]:
+    """redis-py's certificate settings, for a rediss:// URL only (a plain connection takes none)."""
+    if not settings.redis_url or not settings.redis_url.startswith("rediss://"):
+        return {}
+    return {"ssl_cert_reqs": settings.redis_ssl_cert_reqs, "ssl_ca_certs": settings.redis_ssl_ca_certs}

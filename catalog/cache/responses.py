@@ -1,0 +1,86 @@
+"""Finished GET responses kept whole, so that a hit runs no SQL and does no serialisation or
+compression, and a miss is computed once however many requests wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import orjson
+from sanic import HTTPResponse, Request
+
+from catalog.cache.resilient import ResilientCache
+from catalog.representation import Representation
+from config.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Produced:
+    """A response made on a cache miss: its JSON body, extra headers, and whether it may be kept."""
+
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+    cacheable: bool = True
+    status: int = 200
+
+
+class ResponseCache:
+    """Read-through cache of finished GET responses, one computation per missing entry across workers.
+
+    Within a worker, the requests that miss the same entry share one computation as well: the one that
+    holds the entry's lock, or, when another worker held it too long, the first that gave up waiting.
+    """
+
+    def __init__(self, cache: ResilientCache, settings: Settings) -> None:
+        self.cache = cache
+        self.settings = settings
+        self.productions: dict[str, asyncio.Future[Representation]] = {}
+
+    async def serve(
+        self,
+        request: Request,
+        key: str,
+        dependencies: Sequence[str],
+        produce: Callable[[], Awaitable[Produced]],
+    ) -> HTTPResponse:
+        """The response for ``key``, made by ``produce`` when it is missing."""
+        if not self.settings.cache_responses:
+            return (await self._produce(None, produce)).respond(request, self.settings)
+        # Links in a body name the scheme and host it was asked for: one client's must not reach another.
+        lookup = await self.cache.lookup(f"{request.scheme}://{request.host}{key}", dependencies)
+        value, entry = lookup.value, lookup.key
+        if value is None and entry is not None and not lookup.leader and entry not in self.productions:
+            value = await self.cache.wait_for_fill(entry)
+        if value is not None:
+            request.ctx.cache = "hit"
+            return Representation.decode(value).respond(request, self.settings)
+        request.ctx.cache = "miss" if entry is not None else "off"
+        if entry is None:
+            return (await self._produce(None, produce)).respond(request, self.settings)
+        production = self.productions.get(entry)
+        if production is None:
+            # A task of its own: a client that leaves does not cancel what the others wait for.
+            production = self.productions[entry] = asyncio.ensure_future(self._produce(entry, produce))
+            production.add_done_callback(partial(self._production_done, entry))
+        return (await asyncio.shield(production)).respond(request, self.settings)
+
+    def _production_done(self, entry: str, production: asyncio.Future[Representation]) -> None:
+        del self.productions[entry]
+        if not production.cancelled():
+            production.exception()  # retrieved: its waiters have it, or have all gone
+
+    async def _produce(self, entry: str | None, produce: Callable[[], Awaitable[Produced]]) -> Representation:
+        async def make() -> tuple[Representation, bytes | None]:
+            produced = await produce()
+            body = orjson.dumps(produced.body)
+            representation = Representation.for_cache(body, produced.headers, self.settings, produced.status)
+            # An estimated total is not kept.
+            return representation, representation.encode() if produced.cacheable and entry is not None else None
+
+        if entry is None:
+            return (await make())[0]
+        return await self.cache.compute(entry, make)
