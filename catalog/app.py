@@ -16,7 +16,7 @@ from sanic import Sanic
 from sanic_ext import Extend
 
 from catalog import blueprints, schemas
-from catalog.cache import SharedState, open_caches
+from catalog.cache import SharedState, open_caches, react_to_product_writes
 from catalog.db import (
     RESERVED_FOR_OTHERS,
     close_database,
@@ -90,6 +90,7 @@ def create_app(*, settings: Settings | None = None) -> Sanic:
 
         app.blueprint(ceiling)
     setup_http(app, settings)
+    react_to_product_writes(app)
 
     @app.main_process_start
     async def size_pools(app: Sanic) -> None:

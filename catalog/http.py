@@ -1,5 +1,11 @@
-"""HTTP middleware: every request timed with its SQL count and logged once; a successful JSON GET that
-the response cache did not make gets its ETag (304, gzip) here, as a ``catalog.representation``.
+"""The HTTP layer around every request: timing as Sanic lifecycle signals, ETag (304) and gzip as
+response middleware.
+
+Timing starts on ``http.lifecycle.request``, which fires as soon as the request head is parsed, and ends on
+``http.lifecycle.response``, after the response middleware and before sending: so a request rejected
+before routing or middleware (404, 405, 413) is timed and logged too. A successful JSON GET that the
+response cache did not make gets its ETag here, as a ``catalog.representation``; changing the response is
+middleware's job, since a signal cannot replace it.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ import uuid
 from time import perf_counter
 
 from sanic import HTTPResponse, Request, Sanic
+from sanic.signals import Event
 
 from catalog.representation import JSON_TYPE, Representation
 from catalog.stats import start_request_stats
@@ -20,18 +27,21 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def setup_http(app: Sanic, settings: Settings) -> None:
-    @app.on_request(priority=100)
+    @app.signal(Event.HTTP_LIFECYCLE_REQUEST)
     async def start_timing(request: Request) -> None:
         request.ctx.request_id = request_id(request.headers.get("x-request-id"))
         request.ctx.started = perf_counter()
+        # Set in the request's own task: the database engine and the cache add to it from there.
         request.ctx.stats = start_request_stats()
         request.ctx.cache = "-"
 
     @app.on_response(priority=100)
-    async def finish_response(request: Request, response: HTTPResponse) -> HTTPResponse | None:
-        response = represent(request, response, settings)
+    async def tag_response(request: Request, response: HTTPResponse) -> HTTPResponse:
+        return represent(request, response, settings)
+
+    @app.signal(Event.HTTP_LIFECYCLE_RESPONSE)
+    async def finish_timing(request: Request, response: HTTPResponse) -> None:
         log_timing(request, response, settings)
-        return response
 
 
 def represent(request: Request, response: HTTPResponse, settings: Settings) -> HTTPResponse:
@@ -64,7 +74,7 @@ def request_id(given: str | None) -> str:
 def log_timing(request: Request, response: HTTPResponse, settings: Settings) -> None:
     """One log line per request, and Server-Timing so a browser's devtools show where time went."""
     started = getattr(request.ctx, "started", None)
-    if started is None:  # failed before the request middleware ran (e.g. malformed request line)
+    if started is None:  # failed before its head was parsed (a malformed request line)
         return
     response.headers["X-Request-ID"] = request.ctx.request_id
     elapsed_ms = (perf_counter() - started) * 1000

@@ -184,3 +184,36 @@ def test_readiness_reports_postgres_and_cache(client, db: Database) -> None:
     _, response = client.get("/health/ready")
     assert response.status == 200
     assert response.json == {"status": "ready", "postgres": "ok", "cache": "ok", "cache_backend": "Redis"}
+
+
+def test_requests_rejected_before_routing_are_timed_and_logged_too(client, caplog) -> None:
+    """Timing starts on http.lifecycle.request, before routing and middleware, and ends on its response."""
+    with caplog.at_level("INFO", logger="catalog.access"):
+        _, missing = client.get("/no/such/path")
+        _, not_allowed = client.patch("/products", json={})
+    for response in (missing, not_allowed):
+        assert response.headers["server-timing"].startswith("total;dur=")
+        assert response.headers["x-request-id"]
+    lines = [record.getMessage() for record in caplog.records if record.name == "catalog.access"]
+    assert any(line.startswith("GET /no/such/path 404 ") for line in lines), lines
+    assert any(line.startswith("PATCH /products 405 ") for line in lines), lines
+
+
+def test_a_write_announces_its_change_as_a_signal_handled_before_its_response(client, app, db: Database) -> None:
+    from catalog import events
+    from catalog.domain import ProductState
+
+    kitchen, garden = db.category("Kitchen"), db.category("Garden")
+    product = db.product(category_id=kitchen)
+    base = f"http://{client.host}:{client.port}"
+
+    async def put_while_listening() -> tuple[int, bool, dict]:
+        announced = asyncio.ensure_future(app.event(events.PRODUCT_CHANGED, timeout=5))
+        await asyncio.sleep(0)  # the waiter is registered before the write starts
+        response = await client._session.put(f"{base}/products/{product}", json={"category_id": garden})
+        return response.status_code, announced.done(), await announced
+
+    status, announced_before_response, context = db.run(put_while_listening())
+    assert status == 200 and announced_before_response
+    assert context["product_id"] == product
+    assert (context["before"], context["after"]) == (ProductState(True, kitchen), ProductState(True, garden))

@@ -11,7 +11,7 @@ from sanic_ext import openapi
 from sanic_ext.extensions.openapi.definitions import Response
 from sanic_ext.extensions.openapi.types import Array, Float, Integer, String
 
-from catalog import cursor, queries, schemas
+from catalog import cursor, events, queries, schemas
 from catalog.cache import Caches
 from catalog.cache.invalidation import (
     ALL_PRODUCTS,
@@ -292,15 +292,15 @@ def _json_body(request: Request) -> object:
 )
 async def create_product(request: Request) -> HTTPResponse:
     fields = product_fields(_json_body(request), partial=False)
-    caches: Caches = request.app.ctx.caches
-    async with caches.product_write():
+    async with events.product_write(request.app):
         try:
             product = await queries.create_product(fields)
         except UnknownCategory:
             raise unknown_category_error(fields.get("category_id")) from None
         if product is None:
             raise NotFound(PRODUCT_NOT_FOUND)
-        await caches.product_written(product["id"], None, ProductState(product["is_active"], product["category_id"]))
+        after = ProductState(product["is_active"], product["category_id"])
+        await events.product_changed(request.app, product["id"], None, after)
     return json(product_dict(product), status=201)
 
 
@@ -315,8 +315,7 @@ async def create_product(request: Request) -> HTTPResponse:
 async def update_product(request: Request, product_id: str) -> HTTPResponse:
     identifier = path_int("product_id", product_id)
     changes = product_fields(_json_body(request), partial=True)
-    caches: Caches = request.app.ctx.caches
-    async with caches.product_write():
+    async with events.product_write(request.app):
         try:
             updated = await queries.update_product(identifier, changes)
         except UnknownCategory:
@@ -326,7 +325,7 @@ async def update_product(request: Request, product_id: str) -> HTTPResponse:
         before, product = updated
         if changes:
             after = ProductState(product["is_active"], product["category_id"])
-            await caches.product_written(identifier, before, after)
+            await events.product_changed(request.app, identifier, before, after)
     return json(product_dict(product))
 
 
@@ -339,10 +338,9 @@ async def update_product(request: Request, product_id: str) -> HTTPResponse:
 )
 async def delete_product(request: Request, product_id: str) -> HTTPResponse:
     identifier = path_int("product_id", product_id)
-    caches: Caches = request.app.ctx.caches
-    async with caches.product_write():
+    async with events.product_write(request.app):
         before = await queries.delete_product(identifier)
         if before is None:
             raise NotFound(PRODUCT_NOT_FOUND)
-        await caches.product_written(identifier, before, None)
+        await events.product_changed(request.app, identifier, before, None)
     return empty(status=204)

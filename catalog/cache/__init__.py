@@ -9,8 +9,6 @@ together: what a worker keeps (``Caches``), what the workers of a host share (``
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from multiprocessing import Value
 from multiprocessing.sharedctypes import Synchronized
@@ -18,7 +16,9 @@ from multiprocessing.sharedctypes import Synchronized
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from sanic import Sanic
 
+from catalog import events
 from catalog.cache.anchors import PageAnchors
 from catalog.cache.backends import (
     POOL_WAIT_S,
@@ -43,20 +43,6 @@ class Caches:
     responses: ResponseCache
     totals: ProductTotals
     anchors: PageAnchors
-
-    @asynccontextmanager
-    async def product_write(self) -> AsyncIterator[None]:
-        """Around a product write: counts being computed meanwhile are not kept (see ``counts``)."""
-        await self.store.write_started()
-        try:
-            yield
-        finally:
-            await self.store.write_finished()
-
-    async def product_written(self, product_id: int, before: ProductState | None, after: ProductState | None) -> None:
-        """Called inside ``product_write`` once the write has committed, before its response returns."""
-        generations, deltas = product_write_effects(product_id, before, after)
-        await self.store.product_written(generations, deltas)
 
     async def close(self) -> None:
         await self.totals.close()
@@ -96,3 +82,24 @@ def open_caches(settings: Settings, shared: SharedState) -> Caches:
         backend = MemoryBackend(shared.generation, settings)
         store = ResilientCache(backend, settings, "in-process cache", shared.unconfirmed_writes)
     return Caches(store, ResponseCache(store, settings), ProductTotals(store, settings), PageAnchors(store, settings))
+
+
+def react_to_product_writes(app: Sanic) -> None:
+    """The cache's handlers of ``catalog.events``, on the worker's ``app.ctx.caches``.
+
+    One handler for a change, not one for responses and one for counts: the generations a write bumps and
+    the counts it adjusts go to Redis in one script, so no request sees the one without the other.
+    """
+
+    @app.signal(events.PRODUCT_WRITE_STARTED)
+    async def write_started() -> None:
+        await app.ctx.caches.store.write_started()
+
+    @app.signal(events.PRODUCT_WRITE_ENDED)
+    async def write_ended() -> None:
+        await app.ctx.caches.store.write_finished()
+
+    @app.signal(events.PRODUCT_CHANGED)
+    async def product_changed(product_id: int, before: ProductState | None, after: ProductState | None) -> None:
+        generations, deltas = product_write_effects(product_id, before, after)
+        await app.ctx.caches.store.product_written(generations, deltas)
