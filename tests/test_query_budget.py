@@ -30,7 +30,7 @@ def catalog(db: Database) -> Database:
 
 
 def test_list_pages(client, catalog: Database) -> None:
-    assert statements(client, "/products") == 3  # the page with its joins, its reviews, the count
+    assert statements(client, "/products") == 4  # the page's keys, its products with their joins, their reviews, the count
     assert statements(client, "/products?page_size=100&page=2") <= 3
     _, first = client.get("/products?page_size=100")
     assert statements(client, f"/products?page_size=100&cursor={first.headers['X-Next-Cursor']}") <= 3
@@ -46,8 +46,9 @@ def test_a_page_whose_total_is_an_estimate_is_four_statements(client, catalog: D
     finally:
         totals.exact_max = client.app.ctx.settings.exact_count_max_rows
     assert response.status == 200 and response.headers["x-total-count-estimated"] == "true"
-    # The page, its reviews, the count capped past the limit, the planner's estimate; not the background count.
-    assert request.ctx.stats.statements == 4
+    # The page's keys, its products, their reviews, the count capped past the limit, the planner's estimate;
+    # not the background count.
+    assert request.ctx.stats.statements == 5
 
 
 def test_single_product(client, catalog: Database) -> None:
