@@ -1,9 +1,8 @@
 """The catalog's plain data types and limits, shared by validation, cursors, queries, serialisation and
 the cache, so that none of them imports another for its vocabulary.
 
-What a list asks for (``ProductFilter``, ``Ordering``), where a page starts (``Keyset``), what a page
-holds (``Page``), and what of a product decides the lists it is in (``ProductState``). Filters and
-orderings build Tortoise querysets but run none: every statement is sent from ``catalog.queries``.
+What a list asks for (``ProductFilter``, ``Ordering``), where a page starts (``Keyset``), and what of a
+product decides the lists it is in (``ProductState``). Filters and orderings build Tortoise querysets but run none: every statement is sent from ``catalog.queries``.
 """
 
 from __future__ import annotations
@@ -71,8 +70,7 @@ class ProductFilter:
 SORTS = ("id", "price", "-price", "created_at", "-created_at", "name")
 PARTS = frozenset({"category", "inventory", "reviews"})
 
-# A product read is a row: the columns catalog.queries selects, the joined ones named <relation>__<column>
-# (None when the product has no category or no inventory), and "reviews" (rows) when they were loaded.
+# A row read with .values(): a page's keys, a category, a review.
 Row = dict[str, Any]
 
 
@@ -127,11 +125,3 @@ REVIEW_ORDER = Ordering("-created_at")  # newest first
 class ReviewStats:
     count: int
     average: float | None
-
-
-@dataclass(slots=True)
-class Page:
-    products: list[Row]
-    has_more: bool  # another page lies further in the direction the page was read
-    # Counts and averages from SQL when the reviews themselves were not loaded.
-    review_stats: dict[int, ReviewStats] | None = None

@@ -1,15 +1,16 @@
 """Every database query of the service, built so that no request runs a query per row.
 
-A product is always read the same way, in the shape of ``select_related`` / ``prefetch_related``: its
-category and inventory joined in the same SELECT, its reviews in one ``IN`` query for the whole page.
-Reads return plain rows (``.values()``), not model instances: building Tortoise models was the largest
-part of an uncached list page (BENCHMARKS.md, "Profile"); writes still go through the models.
+A product is always loaded the same way, as Tortoise models: its category and inventory joined in the same
+SELECT (``select_related``), its reviews for the whole set in one ordered ``IN`` query (``prefetch_related``).
+A list page first reads only its keys (ids and sort values), so that products whose JSON is already cached
+(``catalog.cache.fragments``) are not loaded at all.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, NoReturn
 
@@ -19,6 +20,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F, Subquery
 from tortoise.functions import Count, Sum
+from tortoise.query_utils import Prefetch
 from tortoise.queryset import QuerySet, ValuesQuery
 from tortoise.transactions import in_transaction
 
@@ -27,7 +29,6 @@ from catalog.domain import (
     REVIEW_ORDER,
     Keyset,
     Ordering,
-    Page,
     ProductFilter,
     ProductState,
     ReviewStats,
@@ -37,58 +38,73 @@ from catalog.domain import (
 )
 from catalog.models import Category, Inventory, Product, Review
 
-# Rows loaded per statement pair when an endpoint returns a whole set (category products, low stock).
+# Products loaded per statement pair when an endpoint returns a whole set (category products, low stock).
 CHUNK_SIZE = 1000
 CATEGORY_FK = "products_category_id_fkey"
 
 
-# The columns of a product's row (catalog.domain.Row) and of the rows joined to it or loaded with it.
-PRODUCT_FIELDS = ("id", "name", "description", "price", "category_id", "is_active", "created_at")
 CATEGORY_FIELDS = ("id", "name", "description")
-JOINED_FIELDS = {
-    "category": tuple(f"category__{field}" for field in CATEGORY_FIELDS),
-    "inventory": ("inventory__id", "inventory__quantity", "inventory__reserved"),
-}
 REVIEW_FIELDS = ("id", "product_id", "user_id", "rating", "comment", "created_at")
+# The same relations as plain rows: only benchmarks/run.py's EXPLAIN of the hot statements reads these.
+PRODUCT_FIELDS = ("id", "name", "description", "price", "category_id", "is_active", "created_at")
+JOINED_FIELDS = (*(f"category__{field}" for field in CATEGORY_FIELDS), "inventory__id", "inventory__quantity", "inventory__reserved")
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def product_rows(queryset: QuerySet[Product], parts: frozenset[str] = PARTS) -> ValuesQuery[Literal[False]]:
-    """The SELECT of ``queryset``'s products with the relations ``parts`` asks for joined (LEFT OUTER JOIN)."""
-    joined = tuple(column for part, columns in JOINED_FIELDS.items() if part in parts for column in columns)
-    return queryset.values(*PRODUCT_FIELDS, *joined)
+def with_relations(queryset: QuerySet[Product], reviews: bool = True) -> QuerySet[Product]:
+    """``queryset``'s products with category and inventory joined, and (``reviews``) their reviews by id."""
+    queryset = queryset.select_related("category", "inventory")
+    if reviews:
+        queryset = queryset.prefetch_related(Prefetch("reviews", queryset=Review.all().order_by("id")))
+    return queryset
 
 
-def reviews_of(product_ids: list[int], connection: BaseDBAsyncClient | None = None) -> ValuesQuery[Literal[False]]:
-    """The reviews of all of ``product_ids``, oldest first, in one IN query."""
-    queryset = Review.filter(product_id__in=product_ids).order_by("id")
-    if connection is not None:
-        queryset = queryset.using_db(connection)
-    return queryset.values(*REVIEW_FIELDS)
+def product_rows(queryset: QuerySet[Product]) -> ValuesQuery[Literal[False]]:
+    """The SELECT ``with_relations`` sends, as rows (see JOINED_FIELDS)."""
+    return queryset.values(*PRODUCT_FIELDS, *JOINED_FIELDS)
 
 
-async def _with_reviews(rows: list[Row], connection: BaseDBAsyncClient | None = None) -> list[Row]:
-    """``rows`` with their reviews under "reviews"."""
-    by_id: dict[int, list[Row]] = {}
-    for row in rows:
-        row["reviews"] = by_id.setdefault(row["id"], [])
-    if by_id:
-        for review in await reviews_of(list(by_id), connection):
-            by_id[review["product_id"]].append(review)
-    return rows
+def reviews_of(product_ids: list[int]) -> ValuesQuery[Literal[False]]:
+    """The reviews ``with_relations`` prefetches, as rows (see JOINED_FIELDS)."""
+    return Review.filter(product_id__in=product_ids).order_by("id").values(*REVIEW_FIELDS)
 
 
-async def _read_products(queryset: QuerySet[Product], connection: BaseDBAsyncClient | None = None) -> list[Row]:
-    """Whole products (every part embedded): two statements however many rows."""
-    if connection is not None:
-        queryset = queryset.using_db(connection)
-    return await _with_reviews(await product_rows(queryset), connection)
+@dataclass(frozen=True, slots=True)
+class LoadedProducts:
+    """Products by id; without their reviews loaded, their review count and average (from SQL)."""
+
+    products: dict[int, Product]
+    review_stats: dict[int, ReviewStats] | None = None
 
 
-async def products_page(
+async def load_products(ids: Iterable[int], parts: frozenset[str] = PARTS) -> LoadedProducts:
+    """The products of ``ids`` that exist, each once: two statements however many."""
+    wanted = list(dict.fromkeys(product_id for product_id in ids if is_db_id(product_id)))
+    if not wanted:
+        return LoadedProducts({}, None if "reviews" in parts else {})
+    reviews = "reviews" in parts
+    loaded = await with_relations(Product.filter(id__in=wanted), reviews)
+    products = {product.id: product for product in loaded}
+    return LoadedProducts(products, None if reviews else await review_stats(list(products)))
+
+
+# A page's keys: the id and every column a filter or a sort reads, so that the page can tell a product that
+# moved after this read (catalog.blueprints.products.page_items).
+KEY_FIELDS = ("id", "is_active", "category_id", "price", "name", "created_at")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPage:
+    """A page's keys (rows of KEY_FIELDS) in page order."""
+
+    keys: list[Row]
+    has_more: bool  # another page lies further in the direction the page was read
+
+
+async def page_keys(
     filters: ProductFilter,
     ordering: Ordering,
     page_size: int,
@@ -96,13 +112,13 @@ async def products_page(
     after: Keyset | None = None,
     before: Keyset | None = None,
     skip: int = 0,
-    parts: frozenset[str] = PARTS,
-) -> Page:
-    """One keyset page: after a cursor's row, before it (reading backwards), or ``skip`` rows in.
+) -> KeyPage:
+    """The keys of one keyset page (one statement): after a cursor's row, before it (reading backwards),
+    or ``skip`` rows in.
 
     ``skip`` serves ``page=N``: the page's rows are found by an index-only scan in a subquery (by id
-    alone for the default order), so the skipped rows are never joined or loaded. In the default order
-    ``after`` and ``skip`` combine: ``skip`` rows past ``after``'s row.
+    alone for the default order), so the skipped rows are never read. In the default order ``after`` and
+    ``skip`` combine: ``skip`` rows past ``after``'s row.
     """
     backwards = before is not None
     queryset = filters.apply(Product.all())
@@ -116,13 +132,11 @@ async def products_page(
     elif skip:
         page_ids = filters.apply(Product.all()).order_by(*ordering.order_by()).offset(skip).limit(page_size + 1)
         queryset = queryset.filter(id__in=Subquery(page_ids.values("id")))
-    rows = await product_rows(queryset.order_by(*ordering.order_by(backwards)).limit(page_size + 1), parts)
-    products = rows[:page_size]
+    rows = await queryset.order_by(*ordering.order_by(backwards)).limit(page_size + 1).values(*KEY_FIELDS)
+    keys = rows[:page_size]
     if backwards:
-        products.reverse()
-    if "reviews" in parts:
-        return Page(await _with_reviews(products), len(rows) > page_size)
-    return Page(products, len(rows) > page_size, await review_stats([row["id"] for row in products]))
+        keys.reverse()
+    return KeyPage(keys, len(rows) > page_size)
 
 
 # The id ending each block of $1 + 1 rows: one short index-only scan per block, each from the last anchor.
@@ -220,45 +234,36 @@ async def ping() -> None:
     await Tortoise.get_connection("default").execute_query("SELECT 1")
 
 
-async def get_product(product_id: int, connection: BaseDBAsyncClient | None = None) -> Row | None:
+async def get_product(product_id: int, connection: BaseDBAsyncClient | None = None) -> Product | None:
+    """One product with its relations (two statements), read on ``connection`` inside a write."""
     if not is_db_id(product_id):
         return None
-    rows = await _read_products(Product.filter(id=product_id).limit(1), connection)
-    return rows[0] if rows else None
+    queryset = Product.filter(id=product_id).limit(1)
+    if connection is not None:
+        queryset = queryset.using_db(connection)
+    products = await with_relations(queryset)
+    return products[0] if products else None
 
 
-async def products_by_ids(ids: Iterable[int]) -> list[Row]:
-    """Products in the order of ``ids`` (repeats kept), absent ids left out: one IN query however many.
-
-    A repeated id shares one row (and its reviews list) with its first occurrence.
-    """
-    ids = list(ids)
-    wanted = {product_id for product_id in ids if is_db_id(product_id)}
-    if not wanted:
-        return []
-    found = {row["id"]: row for row in await _read_products(Product.filter(id__in=wanted))}
-    return [found[product_id] for product_id in ids if product_id in found]
-
-
-async def _all_in_chunks(queryset: QuerySet[Product]) -> list[Row]:
+async def _all_in_chunks(queryset: QuerySet[Product]) -> list[Product]:
     """Every product of ``queryset`` by id, CHUNK_SIZE at a time by keyset (two statements a chunk)."""
-    products: list[Row] = []
+    products: list[Product] = []
     last_id = 0
     while True:
-        rows = await product_rows(queryset.filter(id__gt=last_id).order_by("id").limit(CHUNK_SIZE + 1))
-        products.extend(await _with_reviews(rows[:CHUNK_SIZE]))
-        if len(rows) <= CHUNK_SIZE:
+        chunk = await with_relations(queryset.filter(id__gt=last_id).order_by("id").limit(CHUNK_SIZE + 1))
+        products.extend(chunk[:CHUNK_SIZE])
+        if len(chunk) <= CHUNK_SIZE:
             return products
-        last_id = rows[CHUNK_SIZE - 1]["id"]
+        last_id = chunk[CHUNK_SIZE - 1].id
 
 
-async def category_products(category_id: int) -> list[Row]:
+async def category_products(category_id: int) -> list[Product]:
     if not is_db_id(category_id):
         return []
     return await _all_in_chunks(Product.filter(category_id=category_id))
 
 
-async def low_stock_products(threshold: int) -> list[Row]:
+async def low_stock_products(threshold: int) -> list[Product]:
     low = Inventory.annotate(available=F("quantity") - F("reserved")).filter(available__lt=threshold)
     return await _all_in_chunks(Product.filter(id__in=Subquery(low.values("product_id"))))
 
@@ -275,7 +280,7 @@ def _raise_unknown_category(error: IntegrityError) -> NoReturn:
     raise error
 
 
-async def create_product(fields: dict[str, Any]) -> Row | None:
+async def create_product(fields: dict[str, Any]) -> Product | None:
     """Insert and read back the new product (None only if a concurrent delete won the race)."""
     now = utcnow()
     try:
@@ -285,7 +290,7 @@ async def create_product(fields: dict[str, Any]) -> Row | None:
     return await get_product(product.id)
 
 
-async def update_product(product_id: int, changes: dict[str, Any]) -> tuple[ProductState, Row] | None:
+async def update_product(product_id: int, changes: dict[str, Any]) -> tuple[ProductState, Product] | None:
     """Apply ``changes`` (possibly none): the product's state before, and the product as it now is.
 
     Both are read under the row lock, so concurrent writes to one product see each other in order.

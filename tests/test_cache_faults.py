@@ -240,3 +240,22 @@ def test_totals_are_the_same_and_exact_with_redis_up_killed_back_and_flushed(
         redis_up.ensure_running()
         with redis_up.client() as client:
             client.flushall()
+
+
+def test_a_killed_redis_serves_every_include_built_without_fragments(
+    server: Server, sql: Sql, catalog: Catalog, redis_up: RedisServer
+) -> None:
+    """Bodies built without Redis (no fragments read or kept) equal those built through it."""
+    urls = [
+        f"/products?category_id={catalog.kitchen}&page_size=100&include=category,inventory",
+        f"/products?category_id={catalog.kitchen}&page_size=100&include=reviews",
+        f"/products/batch?ids={catalog.third},{catalog.first}",
+        f"/products/{catalog.second}",
+    ]
+    with_redis = {url: server.warm(url).json() for url in urls}
+    redis_up.kill()
+    for url in urls:
+        for response in server.follow_ups(url):
+            assert response.status_code == 200 and server_timing(response)[1] == "off", url
+            assert response.json() == with_redis[url], url
+    redis_up.start()

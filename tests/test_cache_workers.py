@@ -494,3 +494,33 @@ def test_totals_over_the_exact_count_limit_are_marked_estimates_until_counted_th
         update(product, {"category_id": catalog.kitchen, "is_active": True})
         update(catalog.second, {"is_active": True})
         settled(server)
+
+
+@pytest.fixture(scope="module")
+def uncached_server(database: str, catalog: Catalog, redis_url: str, prefix: str, tmp_path_factory) -> Iterator[Server]:
+    """Responses not cached: what a request does not load from PostgreSQL comes from the product fragments."""
+    env = server_env(database, redis_url, CACHE_PREFIX=f"{prefix}_fragments", CACHE_RESPONSES="false")
+    with running(env, tmp_path_factory.mktemp("fragments") / "server.log") as started:
+        yield started
+
+
+def test_a_write_makes_a_products_fragment_unreachable_on_every_worker(
+    uncached_server: Server, sql: Sql, catalog: Catalog
+) -> None:
+    product = catalog.second
+    urls = {
+        f"/products/{product}": 0,  # statements once every product is in the fragments (and the count cached)
+        f"/products/batch?ids={product},{catalog.first}": 0,
+        f"/products?category_id={catalog.kitchen}&page_size=100": 1,  # the keys
+    }
+    for url, warm in urls.items():
+        responses = uncached_server.follow_ups(url)
+        assert server_timing(responses[-1]) == (warm, "-"), url
+    price = sql.fetchval("SELECT price FROM products WHERE id = $1", product) + 1.25
+    assert uncached_server.write("PUT", f"/products/{product}", {"price": price}).status_code == 200
+    for url in urls:
+        for response in uncached_server.follow_ups(url):  # both workers, the first request of each included
+            body = response.json()
+            items = body["items"] if "items" in body else body if isinstance(body, list) else [body]
+            assert next(item for item in items if item["id"] == product)["price"] == price, url
+            assert project(body) == project(uncached_server.get(url).json()), url

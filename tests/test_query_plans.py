@@ -115,38 +115,41 @@ def hot_queries(url: str) -> dict[str, Callable[[], Awaitable[Any]]]:
     calls: dict[str, Callable[[], Awaitable[Any]]] = {}
     for sort in SORTS:
         ordering = Ordering(sort)
-        calls[f"first page, sort={sort}"] = partial(queries.products_page, active, ordering, 20)
-        calls[f"first page of a category, sort={sort}"] = partial(queries.products_page, in_category, ordering, 20)
-        calls[f"deep cursor page, sort={sort}"] = partial(queries.products_page, active, ordering, 20, after=deep[sort])
-        calls[f"page backwards, sort={sort}"] = partial(queries.products_page, active, ordering, 20, before=deep[sort])
+        calls[f"first page, sort={sort}"] = partial(queries.page_keys, active, ordering, 20)
+        calls[f"first page of a category, sort={sort}"] = partial(queries.page_keys, in_category, ordering, 20)
+        calls[f"deep cursor page, sort={sort}"] = partial(queries.page_keys, active, ordering, 20, after=deep[sort])
+        calls[f"page backwards, sort={sort}"] = partial(queries.page_keys, active, ordering, 20, before=deep[sort])
         calls[f"deep page=N, sort={sort}"] = partial(
-            queries.products_page, active, ordering, 20, skip=int(PRODUCTS * 0.85)
+            queries.page_keys, active, ordering, 20, skip=int(PRODUCTS * 0.85)
         )
     lean = frozenset({"category", "inventory"})
     cap = Settings().exact_count_max_rows + 1
     searching = replace(active, search="stainless:* & kettle:*")
     calls.update({
-        "inactive page": partial(queries.products_page, ProductFilter(is_active=False), Ordering(), 20),
-        "lean page (no reviews)": partial(queries.products_page, active, Ordering("price"), 20, parts=lean),
-        "price range, sort=-price": partial(
-            queries.products_page, replace(active, min_price=100, max_price=200), Ordering("-price"), 20
+        "inactive page": partial(queries.page_keys, ProductFilter(is_active=False), Ordering(), 20),
+        "page products (joins, reviews)": partial(queries.load_products, range(deep["id"].id, deep["id"].id + 20)),
+        "lean page products (joins, review stats)": partial(
+            queries.load_products, range(deep["id"].id, deep["id"].id + 20), lean
         ),
-        "name search, sort=name": partial(queries.products_page, searching, Ordering("name"), 20),
-        "name search, sort=id": partial(queries.products_page, searching, Ordering(), 20),
+        "price range, sort=-price": partial(
+            queries.page_keys, replace(active, min_price=100, max_price=200), Ordering("-price"), 20
+        ),
+        "name search, sort=name": partial(queries.page_keys, searching, Ordering("name"), 20),
+        "name search, sort=id": partial(queries.page_keys, searching, Ordering(), 20),
         "count": partial(queries.count_products, active),
         "count of a category": partial(queries.count_products, in_category),
         "capped count": partial(queries.count_products_up_to, active, cap),
         "capped count of a category": partial(queries.count_products_up_to, in_category, cap),
         "count of a name search": partial(queries.count_products, searching),
         "product by id": partial(queries.get_product, deep["id"].id),
-        "batch of 100": partial(queries.products_by_ids, range(deep["id"].id, deep["id"].id + 100)),
+        "batch of 100": partial(queries.load_products, range(deep["id"].id, deep["id"].id + 100)),
         "category products": partial(queries.category_products, category),
         "low stock": partial(queries.low_stock_products, 10),
         "reviews page": partial(queries.reviews_page, deep["id"].id, 20),
         "page anchors": partial(queries.page_anchors, active, 1000),
         "page anchors of a category": partial(queries.page_anchors, in_category, 1000),
         "deep page=N from an anchor": partial(
-            queries.products_page, active, Ordering(), 20, after=deep["id"], skip=500
+            queries.page_keys, active, Ordering(), 20, after=deep["id"], skip=500
         ),
     })
     return calls

@@ -29,9 +29,11 @@ from catalog.domain import (
     Ordering,
     ProductFilter,
     ProductState,
+    Row,
     UnknownCategory,
 )
-from catalog.serialize import product_dict, product_list, product_page, review_page
+from catalog.models import Product
+from catalog.serialize import product_dict, product_page, review_page
 from catalog.validation import (
     QueryReader,
     RequestValidationError,
@@ -149,25 +151,25 @@ async def list_products(request: Request) -> HTTPResponse:
             before = position.key
         else:
             after = position.key
-        page_read = await queries.products_page(
-            listing.filters, listing.ordering, listing.page_size, after=after, before=before, skip=skip,
-            parts=listing.parts,
+        key_page = await queries.page_keys(
+            listing.filters, listing.ordering, listing.page_size, after=after, before=before, skip=skip
         )
+        keys = key_page.keys
+        items = await page_items(caches, keys, listing.parts)
         total, exact = await caches.totals.total(listing.filters)
-        products = page_read.products
         backwards = position is not None and position.backwards
-        has_next = bool(products) if backwards else page_read.has_more
-        has_prev = bool(products) and (page_read.has_more if backwards else page > 1)
+        has_next = bool(keys) if backwards else key_page.has_more
+        has_prev = bool(keys) and (key_page.has_more if backwards else page > 1)
         headers: dict[str, str] = {}
         links = []
         if has_next:
             next_cursor = cursor.encode_products(
-                secret, cursor.Position(listing.ordering.key(products[-1]), page + 1), listing.ordering, listing.filters
+                secret, cursor.Position(listing.ordering.key(keys[-1]), page + 1), listing.ordering, listing.filters
             )
             headers["X-Next-Cursor"] = next_cursor
             links.append(f'<{listing.link(request, next_cursor)}>; rel="next"')
         if has_prev:
-            previous = cursor.Position(listing.ordering.key(products[0]), page - 1, backwards=True)
+            previous = cursor.Position(listing.ordering.key(keys[0]), page - 1, backwards=True)
             prev_cursor = cursor.encode_products(secret, previous, listing.ordering, listing.filters)
             headers["X-Prev-Cursor"] = prev_cursor
             links.append(f'<{listing.link(request, prev_cursor)}>; rel="prev"')
@@ -177,12 +179,49 @@ async def list_products(request: Request) -> HTTPResponse:
             headers["Link"] = ", ".join(links)
         if not exact:
             headers[TOTAL_ESTIMATED] = "true"
-        body = product_page(page_read, total=total, page_number=page, page_size=listing.page_size, parts=listing.parts)
+        body = product_page(items, total=total, page_number=page, page_size=listing.page_size)
         # A page whose total is only an estimate is not kept: the exact count is on its way.
         return Produced(body, headers, exact)
 
     dependencies = [_list_generation(listing.filters)]
     return await caches.responses.serve(request, listing.cache_key(), dependencies, produce)
+
+
+def _placement(product: Product | Row) -> bytes:
+    """What decides a product's place in lists: the columns every filter and sort reads."""
+    return orjson.dumps([product["is_active"], product["category_id"], product["price"], product["name"], product["created_at"]])
+
+
+async def _build(ids: list[int], parts: frozenset[str]) -> dict[int, bytes]:
+    """Fragments of the products of ``ids`` as they are now (two statements): placement, newline, JSON."""
+    loaded = await queries.load_products(ids, parts)
+    stats = loaded.review_stats or {}
+    return {
+        product_id: _placement(product) + b"\n" + orjson.dumps(product_dict(product, parts, stats.get(product_id)))
+        for product_id, product in loaded.products.items()
+    }
+
+
+async def product_fragments(caches: Caches, ids: list[int], parts: frozenset[str]) -> dict[int, tuple[bytes, bytes]]:
+    """The placement and JSON of each existing product of ``ids``: cached fragments, the missing ones loaded
+    and serialised once, then kept for the next page, batch or product that shows them."""
+    found = await caches.fragments.get(ids, parts, lambda missing: _build(missing, parts))
+    return {product_id: fragment.partition(b"\n")[::2] for product_id, fragment in found.items()}
+
+
+async def page_items(caches: Caches, keys: list[Row], parts: frozenset[str]) -> list[orjson.Fragment]:
+    """The products of a page's keys, each where its key placed it.
+
+    A product written between the keys query and its fragment (or changed behind the cache) is read again;
+    one that has moved meanwhile is left out, as a page read a moment later would not hold it there.
+    """
+    found = await product_fragments(caches, [key["id"] for key in keys], parts)
+    moved = [key["id"] for key in keys if key["id"] in found and found[key["id"]][0] != _placement(key)]
+    if moved:
+        found.update((i, fragment.partition(b"\n")[::2]) for i, fragment in (await _build(moved, parts)).items())
+    return [
+        orjson.Fragment(found[key["id"]][1]) for key in keys if key["id"] in found and found[key["id"]][0] == _placement(key)
+    ]
 
 
 def _list_generation(filters: ProductFilter) -> str:
@@ -208,12 +247,15 @@ async def batch(request: Request) -> HTTPResponse:
     ids = query.id_list("ids")
     query.raise_if_any()
 
+    caches: Caches = request.app.ctx.caches
+
     async def produce() -> Produced:
-        return Produced(product_list(await queries.products_by_ids(ids)))
+        fragments = await product_fragments(caches, ids, PARTS)
+        return Produced([orjson.Fragment(fragments[product_id][1]) for product_id in ids if product_id in fragments])
 
     key = "/products/batch?ids=" + ",".join(map(str, ids))
     dependencies = [product_generation(product_id) for product_id in dict.fromkeys(ids)]
-    return await request.app.ctx.caches.responses.serve(request, key, dependencies, produce)
+    return await caches.responses.serve(request, key, dependencies, produce)
 
 
 @bp.get("/<product_id:str>")
@@ -225,15 +267,16 @@ async def batch(request: Request) -> HTTPResponse:
 )
 async def get_product(request: Request, product_id: str) -> HTTPResponse:
     identifier = path_int("product_id", product_id)
+    caches: Caches = request.app.ctx.caches
 
     async def produce() -> Produced:
-        product = await queries.get_product(identifier)
-        if product is None:  # kept too: creating this id bumps its generation
+        fragment = (await product_fragments(caches, [identifier], PARTS)).get(identifier)
+        if fragment is None:  # kept too: creating this id bumps its generation
             return Produced({"detail": PRODUCT_NOT_FOUND}, status=404)
-        return Produced(product_dict(product))
+        return Produced(orjson.Fragment(fragment[1]))
 
     key = f"/products/{identifier}"
-    return await request.app.ctx.caches.responses.serve(request, key, [product_generation(identifier)], produce)
+    return await caches.responses.serve(request, key, [product_generation(identifier)], produce)
 
 
 @bp.get("/<product_id:str>/reviews")

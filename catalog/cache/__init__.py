@@ -1,9 +1,9 @@
-"""The cache of a worker: finished responses, list totals and page anchors, in Redis or in process,
-behind a circuit breaker, invalidated exactly by generation numbers.
+"""The cache of a worker: finished responses, list totals, page anchors and each product's JSON, in
+Redis or in process, behind a circuit breaker, invalidated exactly by generation numbers.
 
 One module per concern: ``backends`` (where entries live), ``resilient`` (the breaker), ``responses``,
-``counts``, ``anchors``, and ``invalidation`` (what a product write makes stale). Here they are put
-together: what a worker keeps (``Caches``), what the workers of a host share (``SharedState``), and
+``counts``, ``anchors``, ``fragments`` and ``invalidation`` (what a product write makes stale). Here they
+are put together: what a worker keeps (``Caches``), what the workers of a host share (``SharedState``), and
 ``open_caches``.
 """
 
@@ -28,6 +28,7 @@ from catalog.cache.backends import (
     tls_arguments,
 )
 from catalog.cache.counts import ProductTotals
+from catalog.cache.fragments import ProductFragments
 from catalog.cache.invalidation import product_write_effects
 from catalog.cache.resilient import ResilientCache
 from catalog.cache.responses import ResponseCache
@@ -43,6 +44,7 @@ class Caches:
     responses: ResponseCache
     totals: ProductTotals
     anchors: PageAnchors
+    fragments: ProductFragments
 
     async def close(self) -> None:
         await self.totals.close()
@@ -81,7 +83,13 @@ def open_caches(settings: Settings, shared: SharedState) -> Caches:
     else:
         backend = MemoryBackend(shared.generation, settings)
         store = ResilientCache(backend, settings, "in-process cache", shared.unconfirmed_writes)
-    return Caches(store, ResponseCache(store, settings), ProductTotals(store, settings), PageAnchors(store, settings))
+    return Caches(
+        store,
+        ResponseCache(store, settings),
+        ProductTotals(store, settings),
+        PageAnchors(store, settings),
+        ProductFragments(store, settings),
+    )
 
 
 def react_to_product_writes(app: Sanic) -> None:

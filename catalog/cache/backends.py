@@ -127,12 +127,11 @@ class RedisBackend:
         self._read_count = client.register_script(READ_COUNT)
         self._write_count = client.register_script(WRITE_COUNT)
 
-    def _generation(self, name: str) -> str:
+    def generation_key(self, name: str) -> str:
         return f"{self.prefix}:g:{name}"
 
-
     async def lookup(self, base: str, dependencies: Sequence[str]) -> Lookup:
-        keys = [self.epoch, *(self._generation(name) for name in dependencies)]
+        keys = [self.epoch, *(self.generation_key(name) for name in dependencies)]
         key, value, leader = await self._lookup(keys=keys, args=[f"{self.prefix}:r:{base}", FILL_LOCK_MS])
         return Lookup(key.decode(), value, bool(leader) or value is not None)
 
@@ -158,7 +157,7 @@ class RedisBackend:
     async def product_written(self, generations: Iterable[str], deltas: Mapping[str, int]) -> None:
         async with self.client.pipeline(transaction=False) as pipe:
             for name in generations:
-                pipe.incr(self._generation(name)).expire(self._generation(name), GENERATION_TTL_S)
+                pipe.incr(self.generation_key(name)).expire(self.generation_key(name), GENERATION_TTL_S)
             names = list(deltas)
             await self._adjust(
                 keys=[self.epoch, self.counts_version],

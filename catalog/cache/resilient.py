@@ -88,6 +88,10 @@ class ResilientCache:
             if stats is not None:
                 stats.cache_seconds += time.perf_counter() - started
 
+    async def guarded(self, call: Callable[[], Awaitable[T]], fallback: T) -> T:
+        """``call`` to the backend through the breaker: ``fallback`` when it fails or is skipped."""
+        return await self._call(call, fallback)
+
     async def lookup(self, base: str, dependencies: Sequence[str]) -> Lookup:
         return await self._call(lambda: self.backend.lookup(base, dependencies), Lookup(None))
 

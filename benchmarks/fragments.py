@@ -1,0 +1,241 @@
+"""Product fragments against the commit before them, side by side in one run, on one seeded database.
+
+    .venv/bin/python -m benchmarks.fragments [--baseline 3021136] [--duration 10] [--warmup 3]
+
+Serves the baseline's tree (``git archive``, same venv, same database) and this checkout, each with 2
+workers, and loads each with wrk (50 connections) in turn: (a) the first list page and (b) products by
+random id with the response cache off; (c) products by id and (d) ``page=N`` list pages never asked
+before, on an empty cache prefix, each request a different id or page. Prints requests/s, P95, server
+CPU per request (psutil over the server's processes) and, for this checkout, the fragment hit ratio
+(the ``<prefix>:f:stats`` hash the lookup script counts in), then baseline vs new with ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import psutil
+import redis
+
+from config.settings import PROJECT_ROOT
+
+DATABASE = "bench_100k"
+
+# Each wrk thread walks its own stride through ids / pages, so that requests of scenario (c), (d) repeat rarely.
+WALK = """
+local n, counter, tid = {n}, 0, 0
+local threads = 0
+function setup(thread) threads = threads + 1; thread:set("tid", threads) end
+function init(args) tid = tonumber(wrk.thread:get("tid")) or 0 end
+function request()
+  counter = counter + 1
+  local i = ((tid * 50021 + counter * 7919) % n) + 1
+  return wrk.format("GET", string.format("{path}", i))
+end
+"""
+RANDOM = """
+math.randomseed(os.time())
+function request() return wrk.format("GET", string.format("{path}", math.random(1, {n}))) end
+"""
+STATIC = """
+function request() return wrk.format("GET", "{path}") end
+"""
+DONE = """
+function done(summary, latency, requests)
+  io.write(string.format("RESULT %d %f %d %d\\n", summary.requests, latency:percentile(95) / 1000,
+    summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write, summary.errors.timeout))
+end
+"""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    script: str
+    cache_responses: bool
+
+
+def scenarios(products: int) -> list[Scenario]:
+    pages = int(products * 0.9) // 20 - 1
+    return [
+        Scenario("(a) first page, responses uncached", STATIC.format(path="/products"), False),
+        Scenario("(b) product by random id, responses uncached", RANDOM.format(path="/products/%d", n=products), False),
+        Scenario("(c) product never loaded (empty cache)", WALK.format(path="/products/%d", n=products), True),
+        Scenario("(d) page=N never loaded (empty cache)", WALK.format(path="/products?page=%d", n=pages), True),
+    ]
+
+
+@dataclass
+class Result:
+    rps: float
+    p95_ms: float
+    cpu_ms: float
+    errors: int
+    hit_ratio: float | None
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+async def ensure_database(server: str, products: int) -> str:
+    url = f"{server.rstrip('/')}/{DATABASE}"
+    admin = await asyncpg.connect(f"{server.rstrip('/')}/postgres")
+    try:
+        if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE):
+            await admin.execute(f'CREATE DATABASE "{DATABASE}"')
+    finally:
+        await admin.close()
+    subprocess.run([sys.executable, "-m", "catalog", "migrate"], cwd=PROJECT_ROOT, check=True,
+                   env={**os.environ, "DATABASE_URL": url}, capture_output=True)
+    connection = await asyncpg.connect(url)
+    try:
+        count = await connection.fetchval("SELECT count(*) FROM products")
+    finally:
+        await connection.close()
+    if count != products:
+        from catalog.seed import seed
+
+        log(f"seeding {products:,} products into {DATABASE} (found {count:,})")
+        if count:
+            connection = await asyncpg.connect(url)
+            await connection.execute("TRUNCATE reviews, inventory, products, categories RESTART IDENTITY CASCADE")
+            await connection.close()
+        await seed(url, products, progress=False)
+    return url
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(tree: Path, env: dict[str, str], port: int, log_path: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "sanic", "catalog.app:create_app", "--factory", "--workers", "2",
+               "--host", "127.0.0.1", "--port", str(port)]
+    process = subprocess.Popen(command, cwd=tree, env={**env, "PYTHONPATH": str(tree)},
+                               stdout=log_path.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                if response.status == 200 and len(psutil.Process(process.pid).children(recursive=True)) >= 2:
+                    return process
+        except OSError:
+            pass
+        assert process.poll() is None, log_path.read_text()[-3000:]
+        time.sleep(0.3)
+    raise RuntimeError(f"server in {tree} did not start: {log_path.read_text()[-3000:]}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, 15)
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, 9)
+        process.wait()
+
+
+def cpu_seconds(process: subprocess.Popen) -> float:
+    total = 0.0
+    root = psutil.Process(process.pid)
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def wrk(port: int, script: str, seconds: float, workdir: Path) -> tuple[int, float, int]:
+    path = workdir / f"s{uuid.uuid4().hex[:6]}.lua"
+    path.write_text(script + DONE)
+    output = subprocess.run(["wrk", "-t", "2", "-c", "50", "-d", f"{max(1, round(seconds))}s", "-s", str(path),
+                             f"http://127.0.0.1:{port}"], capture_output=True, text=True, check=True).stdout
+    found = re.search(r"RESULT (\d+) ([\d.]+) (\d+) (\d+)", output)
+    assert found, output
+    return int(found.group(1)), float(found.group(2)), int(found.group(3)) + int(found.group(4))
+
+
+def measure(tree: Path, scenario: Scenario, base_env: dict[str, str], args: argparse.Namespace,
+            client: redis.Redis, workdir: Path) -> Result:
+    prefix = f"bench_fragments_{uuid.uuid4().hex[:10]}"  # a fresh, empty cache for every run
+    env = {**base_env, "CACHE_PREFIX": prefix, "CACHE_RESPONSES": str(scenario.cache_responses).lower()}
+    port = free_port()
+    process = start(tree, env, port, workdir / f"{prefix}.log")
+    try:
+        # The warm-up opens the pools without touching what the scenario reads when it must be unread.
+        warmup = scenario.script if not scenario.name.startswith(("(c)", "(d)")) else STATIC.format(path="/categories")
+        wrk(port, warmup, args.warmup, workdir)
+        client.delete(f"{prefix}:f:stats")
+        cpu_before = cpu_seconds(process)
+        requests, p95, errors = wrk(port, scenario.script, args.duration, workdir)
+        cpu = cpu_seconds(process) - cpu_before
+        stats = {key.decode(): int(value) for key, value in client.hgetall(f"{prefix}:f:stats").items()}
+        ratio = stats["hits"] / stats["wanted"] if stats.get("wanted") else None
+        return Result(requests / args.duration, p95, cpu * 1000 / max(requests, 1), errors, ratio)
+    finally:
+        stop(process)
+        for key in client.scan_iter(f"{prefix}*", count=10_000):
+            client.delete(key)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", default="3021136")
+    parser.add_argument("--products", type=int, default=100_000)
+    parser.add_argument("--duration", type=float, default=10)
+    parser.add_argument("--warmup", type=float, default=3)
+    parser.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    args = parser.parse_args()
+    database_url = asyncio.run(ensure_database(args.pg, args.products))
+    client = redis.Redis.from_url(args.redis)
+    base_env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH",)}
+    base_env.update(DATABASE_URL=database_url, REDIS_URL=args.redis, LOG_LEVEL="WARNING")
+    with tempfile.TemporaryDirectory(prefix="catalog-fragments-") as tmp:
+        workdir = Path(tmp)
+        baseline = workdir / "baseline"
+        baseline.mkdir()
+        archive = subprocess.run(["git", "archive", args.baseline], cwd=PROJECT_ROOT, capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(baseline)], input=archive.stdout, check=True)
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        rows = []
+        for scenario in scenarios(args.products):
+            results = {}
+            for label, tree in (("baseline", baseline), ("new", PROJECT_ROOT)):
+                log(f"{scenario.name}: {label}")
+                results[label] = measure(tree, scenario, base_env, args, client, workdir)
+                log(f"  {results[label]}")
+            rows.append((scenario, results["baseline"], results["new"]))
+    print(f"\nbaseline {args.baseline} vs new {head}: {args.products:,} products, 2 workers, wrk -c 50, "
+          f"{args.duration:g} s after {args.warmup:g} s\n")
+    print("| scenario | req/s base | req/s new | ratio | P95 ms base | P95 ms new | CPU ms/req base | CPU ms/req new"
+          " | errors base/new | fragment hits |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for scenario, old, new in rows:
+        hits = "-" if new.hit_ratio is None else f"{new.hit_ratio:.0%}"
+        print(f"| {scenario.name} | {old.rps:.0f} | {new.rps:.0f} | {new.rps / old.rps:.2f}x | {old.p95_ms:.1f}"
+              f" | {new.p95_ms:.1f} | {old.cpu_ms:.2f} | {new.cpu_ms:.2f} | {old.errors}/{new.errors} | {hits} |")
+
+
+if __name__ == "__main__":
+    main()

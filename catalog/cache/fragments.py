@@ -1,0 +1,129 @@
+"""Each product's JSON, serialised once per change rather than once per page: a fragment per product and
+``include`` parts, kept under that product's generation, so that a list page, a batch or a product whose
+products were read before needs no model built and no SQL beyond its keys.
+
+A fragment's key holds the generation read *before* its product was loaded: a write that commits meanwhile
+bumps it, so a fragment built from older data is never reachable under a newer generation. Writes through
+the API bump ``p<id>`` before they return (read-your-writes on every worker); direct changes to the tables
+show within CACHE_TTL, the fragments' lifetime. Lookups go through the breaker: Redis failing means misses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import redis.asyncio as redis
+
+from catalog.cache.backends import MemoryBackend, RedisBackend
+from catalog.cache.invalidation import product_generation
+from catalog.cache.resilient import ResilientCache
+from config.settings import Settings
+
+# KEYS: epoch, the products' generations.  ARGV: key prefix, parts, the products' ids (in KEYS' order).
+# Returns each product's key and fragment (nil when missing), and counts lookups and hits in one hash.
+READ_FRAGMENTS = """
+local epoch = redis.call('GET', KEYS[1]) or '0'
+local out, hits = {}, 0
+for i = 2, #KEYS do
+  local key = ARGV[1] .. ARGV[i + 1] .. '|' .. ARGV[2] .. '|' .. epoch .. '|' .. (redis.call('GET', KEYS[i]) or '0')
+  local value = redis.call('GET', key)
+  if value then hits = hits + 1 end
+  out[#out + 1] = key
+  out[#out + 1] = value
+end
+redis.call('HINCRBY', ARGV[1] .. 'stats', 'wanted', #KEYS - 1)
+redis.call('HINCRBY', ARGV[1] .. 'stats', 'hits', hits)
+return out
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class FragmentRead:
+    found: dict[int, bytes]
+    keys: dict[int, str]  # where each product's fragment goes, under the generation read now
+
+
+class FragmentStore(Protocol):
+    async def read(self, ids: Sequence[int], parts: str) -> FragmentRead: ...
+    async def write(self, fragments: dict[str, bytes]) -> None: ...
+
+
+class RedisFragments:
+    """Generations and fragments read in one round trip (a Lua script), written in one pipeline."""
+
+    def __init__(self, backend: RedisBackend, settings: Settings) -> None:
+        self.backend = backend
+        self.client: redis.Redis = backend.client
+        self.prefix = f"{settings.cache_prefix}:f:"
+        self.ttl_ms = int(settings.cache_ttl * 1000)
+        self._read = self.client.register_script(READ_FRAGMENTS)
+
+    async def read(self, ids: Sequence[int], parts: str) -> FragmentRead:
+        keys = [self.backend.epoch, *(self.backend.generation_key(product_generation(i)) for i in ids)]
+        reply = await self._read(keys=keys, args=[self.prefix, parts, *ids])
+        found, where = {}, {}
+        for product_id, key, value in zip(ids, reply[::2], reply[1::2], strict=True):
+            where[product_id] = key.decode()
+            if value is not None:
+                found[product_id] = value
+        return FragmentRead(found, where)
+
+    async def write(self, fragments: dict[str, bytes]) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key, value in fragments.items():
+                pipe.set(key, value, px=self.ttl_ms)
+            await pipe.execute()
+
+
+class MemoryFragments:
+    """In process: keyed by the generation every product write bumps (shared by the host's workers)."""
+
+    def __init__(self, backend: MemoryBackend) -> None:
+        self.backend = backend
+
+    async def read(self, ids: Sequence[int], parts: str) -> FragmentRead:
+        generation = self.backend.generation.value
+        where = {product_id: f"f:{product_id}|{parts}|{generation}" for product_id in ids}
+        found = {}
+        for product_id, key in where.items():
+            value = await self.backend.peek(key)
+            if value is not None:
+                found[product_id] = value
+        return FragmentRead(found, where)
+
+    async def write(self, fragments: dict[str, bytes]) -> None:
+        for key, value in fragments.items():
+            await self.backend.fill(key, value)
+
+
+Build = Callable[[list[int]], Awaitable[dict[int, bytes]]]
+
+
+class ProductFragments:
+    """The JSON of products by id: cached fragments, and ``build`` for the missing ones (then kept)."""
+
+    def __init__(self, store: ResilientCache, settings: Settings) -> None:
+        self.store = store
+        backend = store.backend
+        self.fragments: FragmentStore = (
+            RedisFragments(backend, settings) if isinstance(backend, RedisBackend) else MemoryFragments(backend)  # type: ignore[arg-type]
+        )
+
+    async def get(self, ids: Sequence[int], parts: frozenset[str], build: Build) -> dict[int, bytes]:
+        """The fragment of each of ``ids`` that exists (absent products are left out, and never kept)."""
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return {}
+        name = ",".join(sorted(parts))
+        read: FragmentRead | None = await self.store.guarded(lambda: self.fragments.read(wanted, name), None)
+        found = dict(read.found) if read is not None else {}
+        missing = [product_id for product_id in wanted if product_id not in found]
+        if missing:
+            built = await build(missing)
+            found.update(built)
+            if read is not None and built:
+                kept = {read.keys[product_id]: fragment for product_id, fragment in built.items()}
+                await self.store.guarded(lambda: self.fragments.write(kept), None)
+        return found
