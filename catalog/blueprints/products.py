@@ -11,7 +11,7 @@ from sanic_ext import openapi
 from sanic_ext.extensions.openapi.definitions import Response
 from sanic_ext.extensions.openapi.types import Array, Float, Integer, String
 
-from catalog import cursor, events, queries, schemas
+from catalog import cursor, events, queries, reads, schemas
 from catalog.cache import Caches
 from catalog.cache.invalidation import (
     ALL_PRODUCTS,
@@ -29,10 +29,8 @@ from catalog.domain import (
     Ordering,
     ProductFilter,
     ProductState,
-    Row,
     UnknownCategory,
 )
-from catalog.models import Product
 from catalog.serialize import product_dict, product_page, review_page
 from catalog.validation import (
     QueryReader,
@@ -155,7 +153,7 @@ async def list_products(request: Request) -> HTTPResponse:
             listing.filters, listing.ordering, listing.page_size, after=after, before=before, skip=skip
         )
         keys = key_page.keys
-        items = await page_items(caches, keys, listing.parts)
+        items = await reads.page_items(caches, keys, listing.parts)
         total, exact = await caches.totals.total(listing.filters)
         backwards = position is not None and position.backwards
         has_next = bool(keys) if backwards else key_page.has_more
@@ -187,43 +185,6 @@ async def list_products(request: Request) -> HTTPResponse:
     return await caches.responses.serve(request, listing.cache_key(), dependencies, produce)
 
 
-def _placement(product: Product | Row) -> bytes:
-    """What decides a product's place in lists: the columns every filter and sort reads."""
-    return orjson.dumps([product["is_active"], product["category_id"], product["price"], product["name"], product["created_at"]])
-
-
-async def _build(ids: list[int], parts: frozenset[str]) -> dict[int, bytes]:
-    """Fragments of the products of ``ids`` as they are now (two statements): placement, newline, JSON."""
-    loaded = await queries.load_products(ids, parts)
-    stats = loaded.review_stats or {}
-    return {
-        product_id: _placement(product) + b"\n" + orjson.dumps(product_dict(product, parts, stats.get(product_id)))
-        for product_id, product in loaded.products.items()
-    }
-
-
-async def product_fragments(caches: Caches, ids: list[int], parts: frozenset[str]) -> dict[int, tuple[bytes, bytes]]:
-    """The placement and JSON of each existing product of ``ids``: cached fragments, the missing ones loaded
-    and serialised once, then kept for the next page, batch or product that shows them."""
-    found = await caches.fragments.get(ids, parts, lambda missing: _build(missing, parts))
-    return {product_id: fragment.partition(b"\n")[::2] for product_id, fragment in found.items()}
-
-
-async def page_items(caches: Caches, keys: list[Row], parts: frozenset[str]) -> list[orjson.Fragment]:
-    """The products of a page's keys, each where its key placed it.
-
-    A product written between the keys query and its fragment (or changed behind the cache) is read again;
-    one that has moved meanwhile is left out, as a page read a moment later would not hold it there.
-    """
-    found = await product_fragments(caches, [key["id"] for key in keys], parts)
-    moved = [key["id"] for key in keys if key["id"] in found and found[key["id"]][0] != _placement(key)]
-    if moved:
-        found.update((i, fragment.partition(b"\n")[::2]) for i, fragment in (await _build(moved, parts)).items())
-    return [
-        orjson.Fragment(found[key["id"]][1]) for key in keys if key["id"] in found and found[key["id"]][0] == _placement(key)
-    ]
-
-
 def _list_generation(filters: ProductFilter) -> str:
     if filters.category_id is None:
         return ALL_PRODUCTS
@@ -250,7 +211,7 @@ async def batch(request: Request) -> HTTPResponse:
     caches: Caches = request.app.ctx.caches
 
     async def produce() -> Produced:
-        fragments = await product_fragments(caches, ids, PARTS)
+        fragments = await reads.product_fragments(caches, ids, PARTS)
         return Produced([orjson.Fragment(fragments[product_id][1]) for product_id in ids if product_id in fragments])
 
     key = "/products/batch?ids=" + ",".join(map(str, ids))
@@ -270,7 +231,7 @@ async def get_product(request: Request, product_id: str) -> HTTPResponse:
     caches: Caches = request.app.ctx.caches
 
     async def produce() -> Produced:
-        fragment = (await product_fragments(caches, [identifier], PARTS)).get(identifier)
+        fragment = (await reads.product_fragments(caches, [identifier], PARTS)).get(identifier)
         if fragment is None:  # kept too: creating this id bumps its generation
             return Produced({"detail": PRODUCT_NOT_FOUND}, status=404)
         return Produced(orjson.Fragment(fragment[1]))

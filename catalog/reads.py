@@ -1,0 +1,56 @@
+"""Products as the contract's JSON, serialised once per change: the read path of every endpoint that shows
+products by id (a list page's keys, a batch, one product).
+
+Each product's JSON is a fragment kept by ``catalog.cache.fragments`` under the product's generation; the
+missing ones are loaded as Tortoise models (``queries.load_products``: ``select_related`` and
+``prefetch_related``, two statements however many), serialised and kept. A fragment carries the product's
+placement (the columns every filter and sort reads) so that a page can tell a product that moved between
+its keys query and its fragment.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from catalog import queries
+from catalog.cache import Caches
+from catalog.domain import Row
+from catalog.models import Product
+from catalog.serialize import product_dict
+
+
+def _placement(product: Product | Row) -> bytes:
+    """What decides a product's place in lists: the columns every filter and sort reads."""
+    return orjson.dumps([product["is_active"], product["category_id"], product["price"], product["name"], product["created_at"]])
+
+
+async def _build(ids: list[int], parts: frozenset[str]) -> dict[int, bytes]:
+    """Fragments of the products of ``ids`` as they are now (two statements): placement, newline, JSON."""
+    loaded = await queries.load_products(ids, parts)
+    stats = loaded.review_stats or {}
+    return {
+        product_id: _placement(product) + b"\n" + orjson.dumps(product_dict(product, parts, stats.get(product_id)))
+        for product_id, product in loaded.products.items()
+    }
+
+
+async def product_fragments(caches: Caches, ids: list[int], parts: frozenset[str]) -> dict[int, tuple[bytes, bytes]]:
+    """The placement and JSON of each existing product of ``ids``: cached fragments, the missing ones loaded
+    and serialised once, then kept for the next page, batch or product that shows them."""
+    found = await caches.fragments.get(ids, parts, lambda missing: _build(missing, parts))
+    return {product_id: fragment.partition(b"\n")[::2] for product_id, fragment in found.items()}
+
+
+async def page_items(caches: Caches, keys: list[Row], parts: frozenset[str]) -> list[orjson.Fragment]:
+    """The products of a page's keys, each where its key placed it.
+
+    A product written between the keys query and its fragment (or changed behind the cache) is read again;
+    one that has moved meanwhile is left out, as a page read a moment later would not hold it there.
+    """
+    found = await product_fragments(caches, [key["id"] for key in keys], parts)
+    moved = [key["id"] for key in keys if key["id"] in found and found[key["id"]][0] != _placement(key)]
+    if moved:
+        found.update((i, fragment.partition(b"\n")[::2]) for i, fragment in (await _build(moved, parts)).items())
+    return [
+        orjson.Fragment(found[key["id"]][1]) for key in keys if key["id"] in found and found[key["id"]][0] == _placement(key)
+    ]
