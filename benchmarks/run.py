@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
 import json
 import os
 import platform
@@ -45,8 +44,6 @@ import random
 import re
 import resource
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -58,13 +55,13 @@ from pathlib import Path
 import asyncpg
 import psutil
 
+from benchmarks.servers import free_port, http_get, start_sanic, stop
 from config.settings import PROJECT_ROOT
 
 BENCH_DIR = PROJECT_ROOT / "benchmarks"
 LOG_DIR = Path(tempfile.gettempdir()) / "catalog-bench"
 DB_NAMES = {100_000: "bench_100k", 1_000_000: "bench_1m"}
 PAGE_SIZE = 20
-START_TIMEOUT_S = 120
 WRK_THREADS = 2
 OPEN_LOOP_CONNECTIONS = 500
 OPEN_LOOP_RATE = 1_000  # requests/s in total
@@ -148,25 +145,6 @@ async def data_facts(url: str) -> DataFacts:
 # ------------------------------------------------------------------------------------------- server
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http_get(port: int, path: str, headers: dict[str, str] | None = None, method: str = "GET",
-             body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
-    """One request; the body as sent (not decompressed)."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    try:
-        connection.request(method, path, body=body, headers=headers or {})
-        response = connection.getresponse()
-        data = response.read()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, data
-    finally:
-        connection.close()
-
-
 @dataclass
 class Server:
     process: subprocess.Popen
@@ -179,7 +157,7 @@ class Server:
 
 def start_server(database_url: str, redis_url: str, prefix: str, cache: bool, pool_max: int, workers: int = WORKERS,
                  tree: Path = PROJECT_ROOT) -> Server:
-    """Like the Procfile's web process; returned once /health answers and every worker acked its start.
+    """The Procfile's web process with the ceilings' endpoints, once /health answers and every worker acked.
 
     ``tree`` is the source tree it runs (another revision's for ``--profile-baseline``)."""
     port = free_port()
@@ -188,36 +166,15 @@ def start_server(database_url: str, redis_url: str, prefix: str, cache: bool, po
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "CACHE_PREFIX": prefix,
            "WEB_CONCURRENCY": str(workers), "CACHE_RESPONSES": "true" if cache else "false",
            "BENCHMARK_ENDPOINTS": "true", "PORT": str(port), "PYTHONPATH": str(tree), "DB_POOL_MAX": str(pool_max)}
-    with log_path.open("w") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "sanic", "catalog.app:create_app", "--factory", "--host", "127.0.0.1",
-             "--port", str(port), "--workers", str(workers)],
-            cwd=tree, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}: {log_path.read_text()[-2000:]}")
-        try:
-            healthy = http_get(port, "/health")[0] == 200
-        except OSError:
-            healthy = False
-        # Sanic 25.12 hangs on a SIGTERM that arrives before every worker acked: wait for all of them.
-        if healthy and log_path.read_text().count("Worker ready") >= workers:
-            return Server(process, port, log_path)
-        time.sleep(0.3)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    raise RuntimeError(f"nothing served on port {port} within {START_TIMEOUT_S} s")
+    return Server(start_sanic(env, port, log_path, workers, tree), port, log_path)
 
 
 def stop_server(server: Server) -> None:
-    server.process.send_signal(signal.SIGTERM)
+    """Stopped, or killed with its workers when SIGTERM was not enough: the run goes on either way."""
     try:
-        server.process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.process.pid, signal.SIGKILL)
-        server.process.wait()
+        stop(server.process)
+    except RuntimeError as error:
+        log(str(error))
 
 
 def forget_prefix(redis_url: str, prefix: str) -> None:

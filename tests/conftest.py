@@ -23,10 +23,11 @@ import pytest
 import redis
 from sanic_testing.reusable import ReusableClient
 
+from benchmarks.servers import free_port
 from catalog.app import create_app
 from config.database import connect_arguments
 from config.settings import PROJECT_ROOT, Settings
-from tests.servers import RedisServer, free_port
+from tests.servers import RedisServer
 
 TEST_POOL_MAX = 10
 

@@ -23,9 +23,9 @@ import httpx
 import pytest
 import redis
 
+from benchmarks.servers import free_port, start_sanic, stop
 from config.database import connect_arguments
-from tests.conftest import create_database, drop_database, free_port
-from tests.servers import start_sanic, stop
+from tests.conftest import create_database, drop_database
 
 REQUEST_TIMEOUT_S = 5
 FOLLOW_UPS = 6  # requests that must all show a change; more are sent until both workers have answered

@@ -110,7 +110,7 @@ def test_the_servers_limit_for_the_app_is_read_from_its_settings(settings: Setti
 
     maximum, superusers = asyncio.run(server_limits())
     assert asyncio.run(read_usable_connections(settings.database_url, settings)) == maximum - superusers
-    from tests.servers import free_port
+    from benchmarks.servers import free_port
 
     unreachable = f"postgres://postgres@127.0.0.1:{free_port()}/catalog"
     assert asyncio.run(read_usable_connections(unreachable, settings)) is None

@@ -26,9 +26,9 @@ import orjson
 import pytest
 import redis
 
+from benchmarks.servers import free_port, start_sanic, stop
 from config.database import connect_arguments
-from tests.conftest import create_database, drop_database, free_port
-from tests.servers import start_sanic, stop
+from tests.conftest import create_database, drop_database
 
 SEEDED_PRODUCTS = 300
 SEEDED_CATEGORIES = 4

@@ -23,10 +23,11 @@ import httpx
 import pytest
 import redis
 
+from benchmarks.servers import free_port, start_sanic, stop
 from catalog.seed import seed
 from config.database import connect_arguments
-from tests.conftest import free_port, migrate
-from tests.servers import PrivatePostgres, start_sanic, stop
+from tests.conftest import migrate
+from tests.servers import PrivatePostgres
 
 ADMIN_PASSWORD = "admin-PW"
 APP_PASSWORD = "s3cret-PW"

@@ -19,18 +19,16 @@ import asyncpg
 import httpx
 import pytest
 
+from benchmarks.servers import free_port, stop, wait_until_serving
 from catalog.cache import SharedState, open_caches
 from config.database import connect_arguments
 from config.settings import PROJECT_ROOT, Settings
 from tests.servers import (
     PrivatePostgres,
     RedisServer,
-    free_port,
     postgres_bin_dir,
     procfile,
     self_signed_certificate,
-    stop,
-    wait_until_serving,
 )
 
 ADMIN_PASSWORD = "admin-Pa55-heroku"

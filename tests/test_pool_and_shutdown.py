@@ -18,10 +18,10 @@ import httpx
 import pytest
 import redis
 
+from benchmarks.servers import free_port, start_sanic, stop
 from catalog.seed import seed
 from config.database import connect_arguments
-from tests.conftest import create_database, drop_database, free_port
-from tests.servers import start_sanic, stop
+from tests.conftest import create_database, drop_database
 
 PRODUCTS = 2000
 WORKERS = 2
