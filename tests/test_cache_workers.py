@@ -7,7 +7,6 @@ workers, and totals are compared with ``SELECT count(*)``.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import time
@@ -18,47 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 import redis
 
 from benchmarks.servers import free_port, start_sanic, stop
-from config.database import connect_arguments
 from tests.conftest import create_database, drop_database
+from tests.helpers import Sql
 
 REQUEST_TIMEOUT_S = 5
 FOLLOW_UPS = 6  # requests that must all show a change; more are sent until both workers have answered
 MAX_REQUESTS = 40  # per URL: with connections spread over two workers, both answer long before this
 CACHE_TTL_S = 30
-
-
-class Sql:
-    """Direct SQL on a test database (never through the service), from synchronous tests."""
-
-    def __init__(self, url: str) -> None:
-        self.runner = asyncio.Runner()
-        self.connection: asyncpg.Connection = self.runner.run(asyncpg.connect(**connect_arguments(url), timeout=10))
-
-    def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
-        return self.runner.run(self.connection.fetch(query, *args, timeout=10))
-
-    def fetchval(self, query: str, *args: Any) -> Any:
-        return self.runner.run(self.connection.fetchval(query, *args, timeout=10))
-
-    def execute(self, query: str, *args: Any) -> str:
-        return self.runner.run(self.connection.execute(query, *args, timeout=10))
-
-    def products(self, where: str, *args: Any) -> list[tuple]:
-        """(id, name, price, category_id, is_active) of the products matching ``where``, by id."""
-        rows = self.fetch(
-            f"SELECT id, name, price, category_id, is_active FROM products WHERE {where} ORDER BY id", *args
-        )
-        return [tuple(row) for row in rows]
-
-    def close(self) -> None:
-        self.runner.run(self.connection.close())
-        self.runner.close()
 
 
 @dataclass(frozen=True)
