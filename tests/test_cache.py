@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from dataclasses import replace
 from multiprocessing import Value
@@ -22,14 +21,7 @@ from catalog.cache import (
 )
 from catalog.queries import ProductFilter, ProductState
 from tests.conftest import Database, free_port
-
-
-def statements(response) -> int:
-    return int(re.search(r'db;dur=[\d.]+;desc="(\d+) statements"', response.headers["server-timing"]).group(1))
-
-
-def cache_state(response) -> str:
-    return re.search(r'cache;dur=[\d.]+;desc="(\w+|-)"', response.headers["server-timing"]).group(1)
+from tests.helpers import cache_state, statements
 
 
 @pytest.fixture

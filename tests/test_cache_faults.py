@@ -15,17 +15,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import RedisServer
-from tests.test_cache_workers import (  # the module fixtures too: a database, SQL on it, its seeded catalog
+from tests.helpers import (
     Catalog,
     Server,
     Sql,
-    catalog,
-    database,
     project,
     running,
     server_env,
     server_timing,
+)
+from tests.servers import RedisServer
+from tests.test_cache_workers import (  # the module fixtures: a database, SQL on it, its seeded catalog
+    catalog,
+    database,
     sql,
 )
 

@@ -28,8 +28,7 @@ from tests.conftest import (
     create_database,
     drop_database,
 )
-from tests.helpers import Sql, fetch
-from tests.test_cache_workers import running, server_env, server_timing
+from tests.helpers import Sql, fetch, running, server_env, server_timing
 
 # 100,000 in the suite; PLAN_TEST_PRODUCTS=1000000 (with PLAN_TEST_DATABASE_URL naming a database seeded
 # that large, e.g. by benchmarks/browse.py) checks the plans at a million.
