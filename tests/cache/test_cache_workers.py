@@ -16,7 +16,6 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import create_database, drop_database
 from tests.helpers import (
     FOLLOW_UPS,
     Catalog,
@@ -24,31 +23,11 @@ from tests.helpers import (
     Sql,
     project,
     running,
-    seed_catalog,
     server_env,
     server_timing,
 )
 
 CACHE_TTL_S = 30
-
-
-@pytest.fixture(scope="module")
-def database(postgres_server_url: str) -> Iterator[str]:
-    url = create_database(postgres_server_url, "catalog_cache_workers")
-    yield url
-    drop_database(postgres_server_url, url)
-
-
-@pytest.fixture(scope="module")
-def sql(database: str) -> Iterator[Sql]:
-    connection = Sql(database)
-    yield connection
-    connection.close()
-
-
-@pytest.fixture(scope="module")
-def catalog(sql: Sql) -> Catalog:
-    return seed_catalog(sql)
 
 
 @pytest.fixture(scope="module")
