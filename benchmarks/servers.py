@@ -1,8 +1,9 @@
 """The service as a process, started the way the Procfile starts it and stopped the way a platform does.
 
-The tests and the benchmarks both start servers with this module, so they wait for the same signs of a
-server that is fully up. It lives here because the benchmarks must run without the test package; it
-needs nothing but the standard library and the service's settings.
+The tests and the benchmarks both start servers with ``start_sanic``, so they wait for the same signs of a
+server that is fully up. It lives here because the benchmarks must run without the test package, and needs
+nothing but the standard library and the service's settings. The load benchmark's own server (the ceilings'
+endpoints on, a pool sized for the run) is at the end.
 """
 
 from __future__ import annotations
@@ -13,13 +14,19 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks import log
 from config.settings import PROJECT_ROOT
 
 START_TIMEOUT_S = 120
 STOP_TIMEOUT_S = 30
+LOG_DIR = Path(tempfile.gettempdir()) / "catalog-bench"
+WORKERS = 2  # as the Procfile starts them (WEB_CONCURRENCY's default)
+DEFAULT_POOL_MAX = 50
 
 
 def free_port() -> int:
@@ -101,3 +108,48 @@ def kill(process: subprocess.Popen) -> None:
     except ProcessLookupError:
         process.kill()
     process.wait(timeout=STOP_TIMEOUT_S)
+
+
+# The load benchmark's server ------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+    port: int
+    log_path: Path
+
+
+def start_server(database_url: str, redis_url: str, prefix: str, cache: bool, pool_max: int, workers: int = WORKERS,
+                 tree: Path = PROJECT_ROOT) -> Server:
+    """The Procfile's web process with the ceilings' endpoints (``/_ceiling/static``, ``/_ceiling/pk``), once
+    /health answers and every worker acked.
+
+    ``tree`` is the source tree it runs (another revision's for ``--profile-baseline``)."""
+    port = free_port()
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log_path = LOG_DIR / f"{prefix}.log"
+    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "CACHE_PREFIX": prefix,
+           "WEB_CONCURRENCY": str(workers), "CACHE_RESPONSES": "true" if cache else "false",
+           "BENCHMARK_ENDPOINTS": "true", "PORT": str(port), "PYTHONPATH": str(tree), "DB_POOL_MAX": str(pool_max)}
+    return Server(start_sanic(env, port, log_path, workers, tree), port, log_path)
+
+
+def stop_server(server: Server) -> None:
+    """Stopped, or killed with its workers when SIGTERM was not enough: the run goes on either way."""
+    try:
+        stop(server.process)
+    except RuntimeError as error:
+        log(str(error))
+
+
+def forget_prefix(redis_url: str, prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(f"{prefix}:*", count=1000))
+        for start in range(0, len(keys), 1000):
+            client.delete(*keys[start:start + 1000])
+    finally:
+        client.close()
