@@ -21,8 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import free_port
-from tests.servers import start_sanic, stop
+from benchmarks.servers import free_port, start_sanic, stop
 
 STATEMENTS = re.compile(r'db;dur=[\d.]+;desc="(\d+) statements"')
 

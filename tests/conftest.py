@@ -6,7 +6,6 @@ PostgreSQL otherwise. PostgreSQL being unreachable fails the run; nothing is ski
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import subprocess
@@ -18,15 +17,15 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import pytest
 import redis
 from sanic_testing.reusable import ReusableClient
 
+from benchmarks.servers import free_port
 from catalog.app import create_app
-from config.database import connect_arguments
 from config.settings import PROJECT_ROOT, Settings
-from tests.servers import RedisServer, free_port
+from tests.helpers import Sql
+from tests.servers import RedisServer
 
 TEST_POOL_MAX = 10
 
@@ -54,15 +53,8 @@ def migrate(url: str) -> None:
 
 def run_on_server(base_url: str, statement: str) -> None:
     """One statement on ``base_url``'s server, outside any database of ours (CREATE / DROP DATABASE)."""
-
-    async def run() -> None:
-        connection = await asyncpg.connect(**connect_arguments(base_url))
-        try:
-            await connection.execute(statement)
-        finally:
-            await connection.close()
-
-    asyncio.run(run())
+    with Sql(base_url) as sql:
+        sql.execute(statement)
 
 
 def create_empty_database(base_url: str, prefix: str) -> str:
@@ -148,7 +140,7 @@ def client(app) -> Iterator[ReusableClient]:
         yield reusable
 
 
-class Database:
+class Database(Sql):
     """Direct SQL on the test database, on the client's event loop (never through the service).
 
     A direct change shows through the API once the cache TTL has passed; these helpers let it pass at
@@ -156,27 +148,17 @@ class Database:
     """
 
     def __init__(self, client: ReusableClient, url: str, settings: Settings) -> None:
-        self.client = client
-        self.connection: asyncpg.Connection = client._run(asyncpg.connect(**connect_arguments(url)))
+        super().__init__(url, run=client._run)
         self.redis = redis.Redis.from_url(settings.redis_url)
         self.epoch_key = f"{settings.cache_prefix}:epoch"
-
-    def run(self, coroutine: Any) -> Any:
-        return self.client._run(coroutine)
 
     def expire_cache(self) -> None:
         self.redis.incr(self.epoch_key)
 
     def execute(self, sql: str, *args: Any) -> str:
-        result = self.run(self.connection.execute(sql, *args))
+        result = super().execute(sql, *args)
         self.expire_cache()
         return result
-
-    def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        return self.run(self.connection.fetch(sql, *args))
-
-    def fetchval(self, sql: str, *args: Any) -> Any:
-        return self.run(self.connection.fetchval(sql, *args))
 
     def insert(self, sql: str, *args: Any) -> int:
         """An INSERT ... RETURNING id."""
@@ -222,7 +204,7 @@ class Database:
         )
 
     def close(self) -> None:
-        self.run(self.connection.close())
+        super().close()
         self.redis.close()
 
 

@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 import pytest
 
 from tests.conftest import Database
-from tests.test_products_read import links
+from tests.helpers import links
 
 NAMES = ["Stainless Kettle", "Steel Pan", "kettle black", "Óak Chair", "Stainless steel kettle XL", "Lamp"]
 SORT_SQL = {

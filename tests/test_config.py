@@ -6,12 +6,12 @@ import asyncio
 import ssl
 from dataclasses import replace
 
-import asyncpg
 import pytest
 
 from catalog.db import RESERVED_FOR_OTHERS, PoolSize, fit_pool, read_usable_connections
 from config.database import DatabaseURLError, connect_arguments
 from config.settings import DEFAULT_SECRET_KEY, Settings
+from tests.helpers import Sql
 
 
 @pytest.mark.parametrize(
@@ -100,17 +100,11 @@ def test_pools_shrink_until_every_worker_fits_beside_the_reserved_slots(
 
 
 def test_the_servers_limit_for_the_app_is_read_from_its_settings(settings: Settings) -> None:
-    async def server_limits() -> tuple[int, int]:
-        connection = await asyncpg.connect(**connect_arguments(settings.database_url))
-        try:
-            maximum = int(await connection.fetchval("SHOW max_connections"))
-            return maximum, int(await connection.fetchval("SHOW superuser_reserved_connections"))
-        finally:
-            await connection.close()
-
-    maximum, superusers = asyncio.run(server_limits())
+    with Sql(settings.database_url) as sql:
+        maximum = int(sql.fetchval("SHOW max_connections"))
+        superusers = int(sql.fetchval("SHOW superuser_reserved_connections"))
     assert asyncio.run(read_usable_connections(settings.database_url, settings)) == maximum - superusers
-    from tests.servers import free_port
+    from benchmarks.servers import free_port
 
     unreachable = f"postgres://postgres@127.0.0.1:{free_port()}/catalog"
     assert asyncio.run(read_usable_connections(unreachable, settings)) is None

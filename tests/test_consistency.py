@@ -26,9 +26,9 @@ import orjson
 import pytest
 import redis
 
-from config.database import connect_arguments
-from tests.conftest import create_database, drop_database, free_port
-from tests.servers import start_sanic, stop
+from benchmarks.servers import free_port, start_sanic, stop
+from tests.conftest import create_database, drop_database
+from tests.helpers import Sql, connect
 
 SEEDED_PRODUCTS = 300
 SEEDED_CATEGORIES = 4
@@ -86,15 +86,6 @@ class Server:
         )
 
 
-async def sql(database_url: str, query: str, *args: Any) -> list[asyncpg.Record]:
-    """One statement on the test database, on a connection of its own (never through the service)."""
-    connection = await asyncpg.connect(**connect_arguments(database_url), timeout=REQUEST_TIMEOUT_S)
-    try:
-        return await connection.fetch(query, *args, timeout=REQUEST_TIMEOUT_S)
-    finally:
-        await connection.close()
-
-
 def bounded(coroutine: Any) -> Any:
     return asyncio.run(asyncio.wait_for(coroutine, TEST_TIMEOUT_S))
 
@@ -104,27 +95,24 @@ def a_price(rng: random.Random) -> float:
     return round(rng.uniform(1, 60) * 2) / 2
 
 
-async def seed(database_url: str) -> tuple[list[int], dict[int, Row]]:
+def seed(database_url: str) -> tuple[list[int], dict[int, Row]]:
     """Categories, products (one in seven inactive) with inventory, and reviews on every third product."""
     rng = random.Random(20261129)
-    connection = await asyncpg.connect(**connect_arguments(database_url), timeout=REQUEST_TIMEOUT_S)
-    try:
+    with Sql(database_url) as sql:
         categories = [
-            await connection.fetchval("INSERT INTO categories (name) VALUES ($1) RETURNING id", f"Category {n}")
+            sql.fetchval("INSERT INTO categories (name) VALUES ($1) RETURNING id", f"Category {n}")
             for n in range(SEEDED_CATEGORIES)
         ]
-        await connection.executemany(
+        sql.executemany(
             "INSERT INTO products (name, price, category_id, is_active) VALUES ($1, $2, $3, $4)",
             [(f"Seeded {n}", a_price(rng), rng.choice(categories), n % 7 != 3) for n in range(SEEDED_PRODUCTS)],
         )
-        await connection.execute("INSERT INTO inventory (product_id, quantity) SELECT id, id % 30 FROM products")
-        await connection.execute(
+        sql.execute("INSERT INTO inventory (product_id, quantity) SELECT id, id % 30 FROM products")
+        sql.execute(
             "INSERT INTO reviews (product_id, user_id, rating) SELECT id, u, 1 + (id + u) % 5"
             " FROM products, generate_series(1, 2) AS u WHERE id % 3 = 0"
         )
-        rows = await connection.fetch("SELECT id, price, category_id, is_active, name FROM products")
-    finally:
-        await connection.close()
+        rows = sql.fetch("SELECT id, price, category_id, is_active, name FROM products")
     return categories, {row["id"]: Row(row["price"], row["category_id"], row["is_active"], row["name"]) for row in rows}
 
 
@@ -136,7 +124,7 @@ def server(postgres_server_url: str, redis_url: str, tmp_path_factory: pytest.Te
     log = tmp_path_factory.mktemp("consistency") / "server.log"
     port = free_port()
     try:
-        categories, seeded = asyncio.run(seed(database_url))  # before the server starts: nothing cached yet
+        categories, seeded = seed(database_url)  # before the server starts: nothing cached yet
         env = {
             **os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "CACHE_PREFIX": cache_prefix,
             "CACHE_RESPONSES": "true", "CACHE_TTL": "60", "LOG_LEVEL": "INFO",
@@ -338,17 +326,17 @@ def test_every_write_shows_on_the_next_read_on_either_worker(server: Server) -> 
     reads: list[tuple[str, str, str | None]] = []  # (write's request id, read's request id, stale or None)
     writes = Counter[str]()
 
-    async def setup() -> tuple[list[int], dict[int, Row]]:
+    def setup() -> tuple[list[int], dict[int, Row]]:
         """Two fresh categories holding a few seeded products, so lists and totals are exactly known."""
-        categories = [row["id"] for row in await sql(
-            server.database_url, "INSERT INTO categories (name) VALUES ('Moves A'), ('Moves B') RETURNING id")]
-        rows = await sql(
-            server.database_url,
-            "INSERT INTO products (name, price, category_id, is_active)"
-            " SELECT 'Neighbour ' || n, n, ($1::int[])[1 + n % 2], n % 4 <> 0 FROM generate_series(1, 8) AS n"
-            " RETURNING id, name, price, category_id, is_active",
-            categories,
-        )
+        with Sql(server.database_url) as sql:
+            categories = [row["id"] for row in sql.fetch(
+                "INSERT INTO categories (name) VALUES ('Moves A'), ('Moves B') RETURNING id")]
+            rows = sql.fetch(
+                "INSERT INTO products (name, price, category_id, is_active)"
+                " SELECT 'Neighbour ' || n, n, ($1::int[])[1 + n % 2], n % 4 <> 0 FROM generate_series(1, 8) AS n"
+                " RETURNING id, name, price, category_id, is_active",
+                categories,
+            )
         server.expire_cache()
         return categories, {r["id"]: Row(r["price"], r["category_id"], r["is_active"], r["name"]) for r in rows}
 
@@ -364,8 +352,7 @@ def test_every_write_shows_on_the_next_read_on_either_worker(server: Server) -> 
                 reads.append((write.headers["x-request-id"], response.headers["x-request-id"],
                               stale and f"{kind} after {write.request.method} {write.request.url.path}: {stale}"))
 
-    async def run() -> None:
-        categories, expected = await setup()
+    async def run(categories: list[int], expected: dict[int, Row]) -> None:
         anchor = min(expected)  # a neighbour every batch read asks for beside the written product
         async with server.client() as client:
             for _ in range(ROUNDS):
@@ -383,7 +370,7 @@ def test_every_write_shows_on_the_next_read_on_either_worker(server: Server) -> 
                     await read_all(client, response, product_id, expected, anchor, categories)
 
     started = time.monotonic()
-    bounded(run())
+    bounded(run(*setup()))
     worker = server.workers_by_request()
     other_worker = sum(worker[write] != worker[read] for write, read, _ in reads)
     stale = [problem for _, _, problem in reads if problem]
@@ -398,60 +385,61 @@ def test_every_write_shows_on_the_next_read_on_either_worker(server: Server) -> 
 # 3. DELETE atomicity ------------------------------------------------------------------------------------
 
 
-async def product_with_reviews_and_stock(server: Server) -> int:
-    rows = await sql(server.database_url,
-                     "INSERT INTO products (name, price, category_id) VALUES ('Doomed', 5, $1) RETURNING id",
-                     server.categories[0])
-    product_id = rows[0]["id"]
-    await sql(server.database_url,
-              "INSERT INTO reviews (product_id, user_id, rating) SELECT $1, u, 4 FROM generate_series(1, 3) AS u",
-              product_id)
-    await sql(server.database_url, "INSERT INTO inventory (product_id, quantity) VALUES ($1, 12)", product_id)
+async def product_with_reviews_and_stock(server: Server, database: asyncpg.Connection) -> int:
+    product_id = await database.fetchval(
+        "INSERT INTO products (name, price, category_id) VALUES ('Doomed', 5, $1) RETURNING id", server.categories[0]
+    )
+    await database.fetch(
+        "INSERT INTO reviews (product_id, user_id, rating) SELECT $1, u, 4 FROM generate_series(1, 3) AS u", product_id
+    )
+    await database.fetch("INSERT INTO inventory (product_id, quantity) VALUES ($1, 12)", product_id)
     server.expire_cache()
     return product_id
 
 
-async def rows_of(server: Server, product_id: int) -> tuple[int, int, int]:
+async def rows_of(database: asyncpg.Connection, product_id: int) -> tuple[int, int, int]:
     """How many products, reviews and inventory rows the product has in the database."""
-    rows = await sql(
-        server.database_url,
+    return tuple(await database.fetchrow(
         "SELECT (SELECT count(*) FROM products WHERE id = $1), (SELECT count(*) FROM reviews WHERE product_id = $1),"
         " (SELECT count(*) FROM inventory WHERE product_id = $1)",
         product_id,
-    )
-    return tuple(rows[0])
+    ))
 
 
 def test_delete_takes_reviews_and_inventory_along_or_nothing(server: Server) -> None:
     async def run() -> None:
-        async with server.client() as client:
-            deleted = await product_with_reviews_and_stock(server)
-            assert await rows_of(server, deleted) == (1, 3, 1)
-            assert (await client.delete(f"/products/{deleted}")).status_code == 204
-            assert await rows_of(server, deleted) == (0, 0, 0)
-            assert (await client.get(f"/products/{deleted}")).status_code == 404
+        database = await connect(server.database_url)
+        try:
+            async with server.client() as client:
+                deleted = await product_with_reviews_and_stock(server, database)
+                assert await rows_of(database, deleted) == (1, 3, 1)
+                assert (await client.delete(f"/products/{deleted}")).status_code == 204
+                assert await rows_of(database, deleted) == (0, 0, 0)
+                assert (await client.get(f"/products/{deleted}")).status_code == 404
 
-            # The trigger fails the last statement of the DELETE's transaction, after reviews and inventory went.
-            victim = await product_with_reviews_and_stock(server)
-            await sql(server.database_url, "CREATE FUNCTION refuse_delete() RETURNS trigger LANGUAGE plpgsql"
-                                           " AS $$ BEGIN RAISE EXCEPTION 'deleting refused by the test'; END $$")
-            await sql(server.database_url, "CREATE TRIGGER refuse_delete BEFORE DELETE ON products FOR EACH ROW"
-                                           f" WHEN (OLD.id = {victim}) EXECUTE FUNCTION refuse_delete()")
-            try:
-                failed = await client.delete(f"/products/{victim}")
-            finally:
-                await sql(server.database_url, "DROP TRIGGER refuse_delete ON products")
-                await sql(server.database_url, "DROP FUNCTION refuse_delete()")
-            print(f"\nDELETE failing midway answered {failed.status_code} "
-                  f"{failed.headers.get('content-type')} {failed.text[:200]}")
-            assert 500 <= failed.status_code < 600
-            assert "detail" in orjson.loads(failed.content) and "Traceback" not in failed.text
-            assert await rows_of(server, victim) == (1, 3, 1)
-            still_there = await client.get(f"/products/{victim}")
-            assert still_there.status_code == 200 and still_there.json()["review_count"] == 3
+                # The trigger fails the last statement of the DELETE's transaction, after reviews and inventory went.
+                victim = await product_with_reviews_and_stock(server, database)
+                await database.execute("CREATE FUNCTION refuse_delete() RETURNS trigger LANGUAGE plpgsql"
+                                       " AS $$ BEGIN RAISE EXCEPTION 'deleting refused by the test'; END $$")
+                await database.execute("CREATE TRIGGER refuse_delete BEFORE DELETE ON products FOR EACH ROW"
+                                       f" WHEN (OLD.id = {victim}) EXECUTE FUNCTION refuse_delete()")
+                try:
+                    failed = await client.delete(f"/products/{victim}")
+                finally:
+                    await database.execute("DROP TRIGGER refuse_delete ON products")
+                    await database.execute("DROP FUNCTION refuse_delete()")
+                print(f"\nDELETE failing midway answered {failed.status_code} "
+                      f"{failed.headers.get('content-type')} {failed.text[:200]}")
+                assert 500 <= failed.status_code < 600
+                assert "detail" in orjson.loads(failed.content) and "Traceback" not in failed.text
+                assert await rows_of(database, victim) == (1, 3, 1)
+                still_there = await client.get(f"/products/{victim}")
+                assert still_there.status_code == 200 and still_there.json()["review_count"] == 3
 
-            assert (await client.delete(f"/products/{victim}")).status_code == 204
-            assert await rows_of(server, victim) == (0, 0, 0)
-            assert (await client.get(f"/products/{victim}")).status_code == 404
+                assert (await client.delete(f"/products/{victim}")).status_code == 204
+                assert await rows_of(database, victim) == (0, 0, 0)
+                assert (await client.get(f"/products/{victim}")).status_code == 404
+        finally:
+            await database.close()
 
     bounded(run())

@@ -16,9 +16,10 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
+from benchmarks.servers import free_port, start_sanic, stop, wait_until_serving
 from config.settings import PROJECT_ROOT
-from tests.conftest import create_empty_database, drop_database, free_port
-from tests.servers import procfile, start_sanic, stop, wait_until_serving
+from tests.conftest import create_empty_database, drop_database
+from tests.servers import procfile
 
 
 @pytest.fixture

@@ -23,10 +23,11 @@ import httpx
 import pytest
 import redis
 
+from benchmarks.servers import free_port, start_sanic, stop
 from catalog.seed import seed
-from config.database import connect_arguments
-from tests.conftest import free_port, migrate
-from tests.servers import PrivatePostgres, start_sanic, stop
+from tests.conftest import migrate
+from tests.helpers import Sql, fetch
+from tests.servers import PrivatePostgres
 
 ADMIN_PASSWORD = "admin-PW"
 APP_PASSWORD = "s3cret-PW"
@@ -49,14 +50,8 @@ class Service:
                          timeout=HTTP_TIMEOUT_S, **kwargs)
 
     def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        async def run() -> list[asyncpg.Record]:
-            connection = await asyncpg.connect(**connect_arguments(self.database_url), timeout=10)
-            try:
-                return await connection.fetch(sql, *args)
-            finally:
-                await connection.close()
-
-        return asyncio.run(run())
+        """On a connection of its own: the cluster may have restarted since the last statement."""
+        return fetch(self.database_url, sql, *args)
 
 
 @pytest.fixture(scope="module")
@@ -76,17 +71,9 @@ def postgres() -> Iterator[PrivatePostgres]:
 
 @pytest.fixture(scope="module")
 def service(postgres: PrivatePostgres, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    async def create_app_database() -> None:
-        admin = await asyncpg.connect(
-            **connect_arguments(postgres.url("postgres", ADMIN_PASSWORD, "postgres")), timeout=10
-        )
-        try:
-            await admin.execute(f"CREATE ROLE catalog_app LOGIN PASSWORD '{APP_PASSWORD}'")
-            await admin.execute("CREATE DATABASE catalog OWNER catalog_app")
-        finally:
-            await admin.close()
-
-    asyncio.run(create_app_database())
+    with Sql(postgres.url("postgres", ADMIN_PASSWORD, "postgres")) as admin:
+        admin.execute(f"CREATE ROLE catalog_app LOGIN PASSWORD '{APP_PASSWORD}'")
+        admin.execute("CREATE DATABASE catalog OWNER catalog_app")
     url = postgres.url("catalog_app", APP_PASSWORD, "catalog")
     migrate(url)
     asyncio.run(seed(url, PRODUCTS, progress=False))

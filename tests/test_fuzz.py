@@ -18,9 +18,9 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import positive_data_acceptance
 
+from benchmarks.servers import free_port, start_sanic, stop
 from catalog.seed import seed
-from tests.conftest import create_database, drop_database, free_port
-from tests.servers import start_sanic, stop
+from tests.conftest import create_database, drop_database
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "30"))
 # Schema-valid requests may still be refused with 422 where the contract says so: an unknown category_id,

@@ -19,18 +19,17 @@ import asyncpg
 import httpx
 import pytest
 
+from benchmarks.servers import free_port, stop, wait_until_serving
 from catalog.cache import SharedState, open_caches
 from config.database import connect_arguments
 from config.settings import PROJECT_ROOT, Settings
+from tests.helpers import Sql, fetch
 from tests.servers import (
     PrivatePostgres,
     RedisServer,
-    free_port,
     postgres_bin_dir,
     procfile,
     self_signed_certificate,
-    stop,
-    wait_until_serving,
 )
 
 ADMIN_PASSWORD = "admin-Pa55-heroku"
@@ -52,7 +51,7 @@ def heroku_postgres() -> Iterator[PrivatePostgres]:
         cluster.require_tls(APP_CONNECTIONS)
         cluster.start()
         try:
-            asyncio.run(create_app_role(cluster))
+            create_app_role(cluster)
             yield cluster
         finally:
             cluster.stop("immediate")
@@ -60,16 +59,13 @@ def heroku_postgres() -> Iterator[PrivatePostgres]:
         shutil.rmtree(root)
 
 
-async def create_app_role(cluster: PrivatePostgres) -> None:
+def create_app_role(cluster: PrivatePostgres) -> None:
     admin_url = cluster.url("postgres", ADMIN_PASSWORD, "postgres")
     with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError, match="no encryption"):
-        await asyncpg.connect(**{**connect_arguments(admin_url), "ssl": "disable"}, timeout=10)
-    admin = await asyncpg.connect(**connect_arguments(admin_url), timeout=10)
-    try:
-        await admin.execute(f"CREATE ROLE catalog_app LOGIN PASSWORD '{APP_PASSWORD}'")  # not a superuser
-        await admin.execute("CREATE DATABASE catalog OWNER catalog_app")
-    finally:
-        await admin.close()
+        asyncio.run(asyncpg.connect(**{**connect_arguments(admin_url), "ssl": "disable"}, timeout=10))
+    with Sql(admin_url) as admin:
+        admin.execute(f"CREATE ROLE catalog_app LOGIN PASSWORD '{APP_PASSWORD}'")  # not a superuser
+        admin.execute("CREATE DATABASE catalog OWNER catalog_app")
 
 
 @pytest.fixture(scope="module")
@@ -116,14 +112,11 @@ async def concurrent_uncached_requests(base: str) -> list[int]:
     return [response.status_code for response in responses]
 
 
-async def app_sessions(cluster: PrivatePostgres) -> list[asyncpg.Record]:
-    admin = await asyncpg.connect(**connect_arguments(cluster.url("postgres", ADMIN_PASSWORD, "postgres")), timeout=10)
-    try:
-        return await admin.fetch(
-            "SELECT a.pid, s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.usename = 'catalog_app'"
-        )
-    finally:
-        await admin.close()
+def app_sessions(cluster: PrivatePostgres) -> list[asyncpg.Record]:
+    return fetch(
+        cluster.url("postgres", ADMIN_PASSWORD, "postgres"),
+        "SELECT a.pid, s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.usename = 'catalog_app'",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +158,7 @@ def test_procfile_on_heroku_postgres_and_key_value_store_over_tls(
         statuses = asyncio.run(concurrent_uncached_requests(base))
         assert statuses == [200] * CONCURRENT_GETS + [201] * CONCURRENT_POSTS
 
-        sessions = asyncio.run(app_sessions(heroku_postgres))
+        sessions = app_sessions(heroku_postgres)
         print(f"\n{form}: {len(statuses)} concurrent requests {sorted(set(statuses))}; app sessions "
               f"{len(sessions)}, encrypted {sum(session['ssl'] for session in sessions)}")
         assert sessions and all(session["ssl"] for session in sessions), sessions

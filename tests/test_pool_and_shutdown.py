@@ -13,15 +13,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 import redis
 
+from benchmarks.servers import free_port, start_sanic, stop
 from catalog.seed import seed
-from config.database import connect_arguments
-from tests.conftest import create_database, drop_database, free_port
-from tests.servers import start_sanic, stop
+from tests.conftest import create_database, drop_database
+from tests.helpers import connect, fetch
 
 PRODUCTS = 2000
 WORKERS = 2
@@ -59,21 +58,6 @@ def server_env(database: str, redis_url: str) -> Iterator[dict[str, str]]:
         keys = list(client.scan_iter(f"{prefix}:*"))
         if keys:
             client.delete(*keys)
-
-
-async def connect(url: str) -> asyncpg.Connection:
-    return await asyncpg.connect(**connect_arguments(url), timeout=10)
-
-
-def fetch(url: str, sql: str) -> list[asyncpg.Record]:
-    async def run() -> list[asyncpg.Record]:
-        connection = await connect(url)
-        try:
-            return await connection.fetch(sql)
-        finally:
-            await connection.close()
-
-    return asyncio.run(run())
 
 
 def server_sessions(url: str) -> list[str]:

@@ -8,6 +8,7 @@ from datetime import datetime
 import pytest
 
 from tests.conftest import Database
+from tests.helpers import links
 
 
 def test_product_fields_come_from_the_tables(client, db: Database) -> None:
@@ -116,15 +117,6 @@ def test_filters(client, db: Database) -> None:
     for spelling in ("1", "yes", "On", "TRUE"):
         assert ids(f"category_id={kitchen}&is_active={spelling}") == (active_kitchen, 3)
     assert ids("category_id=999") == ([], 0)
-
-
-def links(header: str) -> dict[str, str]:
-    """RFC 8288 Link header to {rel: url}."""
-    found = {}
-    for entry in header.split(", <"):
-        url, _, params = entry.lstrip("<").partition(">")
-        found[params.split('rel="')[1].rstrip('"')] = url
-    return found
 
 
 def walk_cursors(client, query: str) -> tuple[list[int], list[int]]:

@@ -15,14 +15,12 @@ from dataclasses import replace
 from functools import partial
 from typing import Any
 
-import asyncpg
 import pytest
 from tortoise.context import TortoiseContext
 
 from catalog import queries
 from catalog.domain import SORTS, Keyset, Ordering, ProductFilter
 from catalog.seed import seed
-from config.database import connect_arguments
 from config.settings import Settings
 from config.tortoise import tortoise_config
 from tests.conftest import (
@@ -30,7 +28,7 @@ from tests.conftest import (
     create_database,
     drop_database,
 )
-from tests.test_cache_workers import running, server_env, server_timing
+from tests.helpers import Sql, fetch, running, server_env, server_timing
 
 # 100,000 in the suite; PLAN_TEST_PRODUCTS=1000000 (with PLAN_TEST_DATABASE_URL naming a database seeded
 # that large, e.g. by benchmarks/browse.py) checks the plans at a million.
@@ -77,40 +75,30 @@ async def explain_statements(
         return explained
 
 
-async def deep_keys(url: str) -> dict[str, Keyset]:
+def deep_keys(sql: Sql) -> dict[str, Keyset]:
     """For each sort, the key of the active product 95% of the way through that order."""
-    connection = await asyncpg.connect(**connect_arguments(url))
-    try:
-        active = await connection.fetchval("SELECT count(*) FROM products WHERE is_active")
-        keys = {}
-        for sort in SORTS:
-            ordering = Ordering(sort)
-            direction = "DESC" if sort.startswith("-") else "ASC"
-            columns = "id" if ordering.column == "id" else f"{ordering.column}, id"
-            row = await connection.fetchrow(
-                f"SELECT {columns} FROM products WHERE is_active"
-                f" ORDER BY {', '.join(f'{c} {direction}' for c in columns.split(', '))} OFFSET $1 LIMIT 1",
-                int(active * 0.95),
-            )
-            keys[sort] = Keyset(None if ordering.column == "id" else row[0], row["id"])
-        return keys
-    finally:
-        await connection.close()
+    active = sql.fetchval("SELECT count(*) FROM products WHERE is_active")
+    keys = {}
+    for sort in SORTS:
+        ordering = Ordering(sort)
+        direction = "DESC" if sort.startswith("-") else "ASC"
+        columns = "id" if ordering.column == "id" else f"{ordering.column}, id"
+        row = sql.fetch(
+            f"SELECT {columns} FROM products WHERE is_active"
+            f" ORDER BY {', '.join(f'{c} {direction}' for c in columns.split(', '))} OFFSET $1 LIMIT 1",
+            int(active * 0.95),
+        )[0]
+        keys[sort] = Keyset(None if ordering.column == "id" else row[0], row["id"])
+    return keys
 
 
 def hot_queries(url: str) -> dict[str, Callable[[], Awaitable[Any]]]:
-    async def busiest_category() -> int:
-        connection = await asyncpg.connect(**connect_arguments(url))
-        try:
-            return await connection.fetchval(
-                "SELECT category_id FROM products WHERE category_id IS NOT NULL"
-                " GROUP BY category_id ORDER BY count(*) DESC LIMIT 1"
-            )
-        finally:
-            await connection.close()
-
-    category = asyncio.run(busiest_category())
-    deep = asyncio.run(deep_keys(url))
+    with Sql(url) as sql:
+        category = sql.fetchval(
+            "SELECT category_id FROM products WHERE category_id IS NOT NULL"
+            " GROUP BY category_id ORDER BY count(*) DESC LIMIT 1"
+        )
+        deep = deep_keys(sql)
     active, in_category = ProductFilter(), ProductFilter(category_id=category)
     calls: dict[str, Callable[[], Awaitable[Any]]] = {}
     for sort in SORTS:
@@ -176,26 +164,19 @@ def test_the_first_total_of_every_list_on_a_cold_server_is_its_count(
     """Every category, both is_active values, and the unfiltered list, with the thresholds at their defaults:
     the count, or (only for a list beyond EXACT_COUNT_MAX_ROWS, as at a million products) a marked estimate."""
 
-    async def counts() -> dict[str, int]:
-        connection = await asyncpg.connect(**connect_arguments(big_database_url))
-        try:
-            # Each category (NULL: all of them) with each is_active value, and its products' count.
-            rows = await connection.fetch(
-                "SELECT c.id AS category_id, a.is_active, count(p.id) AS n"
-                " FROM (SELECT id FROM categories UNION ALL SELECT NULL) c"
-                " CROSS JOIN (VALUES (true), (false)) a(is_active)"
-                " LEFT JOIN products p ON p.is_active = a.is_active AND (c.id IS NULL OR p.category_id = c.id)"
-                " GROUP BY 1, 2"
-            )
-        finally:
-            await connection.close()
-        urls = {}
-        for row in rows:
-            category = "" if row["category_id"] is None else f"&category_id={row['category_id']}"
-            urls[f"/products?page_size=1&is_active={str(row['is_active']).lower()}{category}"] = row["n"]
-        return urls
-
-    expected = asyncio.run(counts())
+    # Each category (NULL: all of them) with each is_active value, and its products' count.
+    rows = fetch(
+        big_database_url,
+        "SELECT c.id AS category_id, a.is_active, count(p.id) AS n"
+        " FROM (SELECT id FROM categories UNION ALL SELECT NULL) c"
+        " CROSS JOIN (VALUES (true), (false)) a(is_active)"
+        " LEFT JOIN products p ON p.is_active = a.is_active AND (c.id IS NULL OR p.category_id = c.id)"
+        " GROUP BY 1, 2"
+    )
+    expected = {}
+    for row in rows:
+        category = "" if row["category_id"] is None else f"&category_id={row['category_id']}"
+        expected[f"/products?page_size=1&is_active={str(row['is_active']).lower()}{category}"] = row["n"]
     limit = Settings().exact_count_max_rows
     env = server_env(big_database_url, redis_url, CACHE_PREFIX=f"catalog_plans_{uuid.uuid4().hex[:10]}")
     with running(env, tmp_path / "server.log") as server:

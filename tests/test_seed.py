@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 
-import asyncpg
 import pytest
 
 from catalog.seed import seed
-from config.database import connect_arguments
 from tests.conftest import create_database, drop_database
+from tests.helpers import Sql
 
 TABLE_DIGEST = "SELECT md5(string_agg(t::text, '|' ORDER BY t.id)) FROM {table} t"
 
@@ -23,15 +22,12 @@ def two_databases(postgres_server_url: str) -> Iterator[tuple[str, str]]:
         drop_database(postgres_server_url, url)
 
 
-async def digests(url: str) -> dict[str, str]:
-    connection = await asyncpg.connect(**connect_arguments(url))
-    try:
+def digests(url: str) -> dict[str, str]:
+    with Sql(url) as sql:
         return {
-            table: await connection.fetchval(TABLE_DIGEST.format(table=table))
+            table: sql.fetchval(TABLE_DIGEST.format(table=table))
             for table in ("categories", "products", "reviews", "inventory")
         }
-    finally:
-        await connection.close()
 
 
 def test_same_arguments_same_data_and_appending_keeps_sequences_right(two_databases: tuple[str, str]) -> None:
@@ -40,21 +36,15 @@ def test_same_arguments_same_data_and_appending_keeps_sequences_right(two_databa
     asyncio.run(seed(second, 500, progress=False, batch_size=37))
     assert summary.products == 500 and summary.categories == 200
     assert 0.9 * 500 <= summary.inventory < 500 and summary.reviews > 500
-    assert asyncio.run(digests(first)) == asyncio.run(digests(second))
+    assert digests(first) == digests(second)
 
     asyncio.run(seed(first, 100, progress=False))
 
-    async def facts() -> tuple[int, int, int]:
-        connection = await asyncpg.connect(**connect_arguments(first))
-        try:
-            count = await connection.fetchval("SELECT count(*) FROM products")
-            new_id = await connection.fetchval("INSERT INTO products (name, price) VALUES ('x', 1) RETURNING id")
-            orphans = await connection.fetchval(
-                "SELECT count(*) FROM products p LEFT JOIN categories c ON c.id = p.category_id"
-                " WHERE p.category_id IS NOT NULL AND c.id IS NULL"
-            )
-            return count, new_id, orphans
-        finally:
-            await connection.close()
-
-    assert asyncio.run(facts()) == (600, 601, 0)
+    with Sql(first) as sql:
+        count = sql.fetchval("SELECT count(*) FROM products")
+        new_id = sql.fetchval("INSERT INTO products (name, price) VALUES ('x', 1) RETURNING id")
+        orphans = sql.fetchval(
+            "SELECT count(*) FROM products p LEFT JOIN categories c ON c.id = p.category_id"
+            " WHERE p.category_id IS NOT NULL AND c.id IS NULL"
+        )
+    assert (count, new_id, orphans) == (600, 601, 0)

@@ -3,7 +3,6 @@ across writes that move products in or out of a list, reused across writes that 
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 
@@ -12,12 +11,9 @@ import pytest
 from catalog import queries
 from catalog.domain import ProductFilter
 from tests.conftest import Database
+from tests.helpers import statements
 
 EVERY = 3  # small, so that a catalog of a few dozen products has many anchors
-
-
-def statements(response) -> int:
-    return int(re.search(r'db;dur=[\d.]+;desc="(\d+) statements"', response.headers["server-timing"]).group(1))
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from dataclasses import replace
 from multiprocessing import Value
@@ -19,14 +18,7 @@ from catalog.cache.invalidation import product_write_effects
 from catalog.cache.resilient import ResilientCache
 from catalog.domain import ProductFilter, ProductState
 from tests.conftest import Database, StatementCapture, free_port
-
-
-def statements(response) -> int:
-    return int(re.search(r'db;dur=[\d.]+;desc="(\d+) statements"', response.headers["server-timing"]).group(1))
-
-
-def cache_state(response) -> str:
-    return re.search(r'cache;dur=[\d.]+;desc="(\w+|-)"', response.headers["server-timing"]).group(1)
+from tests.helpers import cache_state, statements
 
 
 @pytest.fixture

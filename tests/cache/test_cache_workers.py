@@ -7,198 +7,27 @@ workers, and totals are compared with ``SELECT count(*)``.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import re
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 import redis
 
-from config.database import connect_arguments
-from tests.conftest import create_database, drop_database, free_port
-from tests.servers import start_sanic, stop
+from tests.helpers import (
+    FOLLOW_UPS,
+    Catalog,
+    Server,
+    Sql,
+    project,
+    running,
+    server_env,
+    server_timing,
+)
 
-REQUEST_TIMEOUT_S = 5
-FOLLOW_UPS = 6  # requests that must all show a change; more are sent until both workers have answered
-MAX_REQUESTS = 40  # per URL: with connections spread over two workers, both answer long before this
 CACHE_TTL_S = 30
-
-
-class Sql:
-    """Direct SQL on a test database (never through the service), from synchronous tests."""
-
-    def __init__(self, url: str) -> None:
-        self.runner = asyncio.Runner()
-        self.connection: asyncpg.Connection = self.runner.run(asyncpg.connect(**connect_arguments(url), timeout=10))
-
-    def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
-        return self.runner.run(self.connection.fetch(query, *args, timeout=10))
-
-    def fetchval(self, query: str, *args: Any) -> Any:
-        return self.runner.run(self.connection.fetchval(query, *args, timeout=10))
-
-    def execute(self, query: str, *args: Any) -> str:
-        return self.runner.run(self.connection.execute(query, *args, timeout=10))
-
-    def products(self, where: str, *args: Any) -> list[tuple]:
-        """(id, name, price, category_id, is_active) of the products matching ``where``, by id."""
-        rows = self.fetch(
-            f"SELECT id, name, price, category_id, is_active FROM products WHERE {where} ORDER BY id", *args
-        )
-        return [tuple(row) for row in rows]
-
-    def close(self) -> None:
-        self.runner.run(self.connection.close())
-        self.runner.close()
-
-
-@dataclass(frozen=True)
-class Catalog:
-    """What ``seed`` made: two categories, products in each (some inactive), one in none."""
-
-    kitchen: int
-    garden: int
-    first: int  # three products of the kitchen
-    second: int
-    third: int
-    loose: int  # in no category, for changes made behind the service's back
-
-
-def seed(sql: Sql) -> Catalog:
-    kitchen, garden = [row["id"] for row in sql.fetch(
-        "INSERT INTO categories (name, description) VALUES ('Kitchen', 'Pots and pans'), ('Garden', NULL)"
-        " RETURNING id"
-    )]
-    # 27 kitchen products (every 6th inactive), 12 garden ones (every 4th inactive), 3 in no category.
-    sql.execute(
-        "INSERT INTO products (name, price, category_id, is_active)"
-        " SELECT 'Kettle ' || i, 10 + i, $1::int, i % 6 <> 0 FROM generate_series(1, 27) i"
-        " UNION ALL SELECT 'Rake ' || i, 5 + i / 4.0, $2::int, i % 4 <> 0 FROM generate_series(1, 12) i"
-        " UNION ALL SELECT 'Gift card ' || i, 25, NULL, true FROM generate_series(1, 3) i",
-        kitchen, garden,
-    )
-    sql.execute(
-        "INSERT INTO reviews (product_id, user_id, rating) SELECT id, id, 1 + id % 5 FROM products WHERE id % 3 <> 0"
-    )
-    sql.execute("INSERT INTO inventory (product_id, quantity, reserved) SELECT id, id % 15, id % 3 FROM products")
-    ids = [row["id"] for row in sql.fetch("SELECT id FROM products ORDER BY id")]
-    return Catalog(kitchen, garden, ids[0], ids[1], ids[2], ids[-1])
-
-
-def server_timing(response: httpx.Response) -> tuple[int, str]:
-    """The SQL statements a response ran and what the cache did for it."""
-    found = re.search(r'db;dur=[\d.]+;desc="(\d+) statements", cache;dur=[\d.]+;desc="([\w-]+)"',
-                      response.headers["server-timing"])
-    assert found, response.headers["server-timing"]
-    return int(found.group(1)), found.group(2)
-
-
-def project(body: Any) -> Any:
-    """What the database decides of a product, of a list of them, or of a page (with its total)."""
-    if isinstance(body, list):
-        return [project(item) for item in body]
-    if "items" in body:
-        return {"total": body["total"], "items": project(body["items"])}
-    return body["id"], body["name"], body["price"], body["category_id"], body["is_active"]
-
-
-class Server:
-    """A running server: every request on a new connection, and which worker answered it."""
-
-    def __init__(self, base_url: str, log: Path) -> None:
-        self.log = log
-        self.http = httpx.Client(
-            base_url=base_url, timeout=REQUEST_TIMEOUT_S, headers={"connection": "close"},
-            limits=httpx.Limits(max_keepalive_connections=0),
-        )
-
-    def get(self, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
-        return self.http.get(path, headers=headers)
-
-    def write(self, method: str, path: str, body: dict | None = None) -> httpx.Response:
-        return self.http.request(method, path, json=body)
-
-    def worker(self, response: httpx.Response) -> int:
-        """The pid in the access log line of this response's request id."""
-        request_id = re.escape(response.headers["x-request-id"])
-        line = rf"^\S+ \S+ (\d+) \w+ catalog\.access: .* id={request_id}\b"
-        found = re.search(line, self.log.read_text(), re.MULTILINE)
-        assert found, f"no access log line for request {request_id}"
-        return int(found.group(1))
-
-    def follow_ups(self, path: str, headers: dict[str, str] | None = None) -> list[httpx.Response]:
-        """At least FOLLOW_UPS GETs of ``path``, and as many more as it takes for both workers to answer."""
-        responses: list[httpx.Response] = []
-        workers: set[int] = set()
-        while len(responses) < FOLLOW_UPS or len(workers) < 2:
-            assert len(responses) < MAX_REQUESTS, f"one worker answered all of {len(responses)} requests"
-            responses.append(self.get(path, headers))
-            workers.add(self.worker(responses[-1]))
-        return responses
-
-    def warm(self, path: str) -> httpx.Response:
-        """GET ``path`` on both workers until it is a hit: the last response."""
-        responses = self.follow_ups(path)
-        assert {response.status_code for response in responses} <= {200, 404}, (path, responses[-1].text)
-        assert server_timing(responses[-1]) == (0, "hit"), (path, responses[-1].headers["server-timing"])
-        return responses[-1]
-
-    def close(self) -> None:
-        self.http.close()
-
-
-@contextmanager
-def running(env: dict[str, str], log: Path) -> Iterator[Server]:
-    """The service with ``env`` on two workers, once both are up; stopped on leaving.
-
-    Nothing it served may have logged a traceback (how it shuts down is test_pool_and_shutdown's concern).
-    """
-    port = free_port()
-    process = start_sanic(env, port, log, workers=2)
-    server = Server(f"http://127.0.0.1:{port}", log)
-    try:
-        yield server
-        assert "Traceback" not in log.read_text(), log.read_text()[-4000:]
-    finally:
-        server.close()
-        stop(process)
-
-
-def server_env(database_url: str, redis_url: str | None, **settings: str) -> dict[str, str]:
-    """The environment of a server on ``database_url``; without Redis when ``redis_url`` is None."""
-    env = {key: value for key, value in os.environ.items() if key not in ("REDIS_URL", "DATABASE_URL")}
-    env.update(DATABASE_URL=database_url, DB_POOL_MIN="2", DB_POOL_MAX="10", **settings)
-    if redis_url is not None:
-        env["REDIS_URL"] = redis_url
-    return env
-
-
-@pytest.fixture(scope="module")
-def database(postgres_server_url: str) -> Iterator[str]:
-    url = create_database(postgres_server_url, "catalog_cache_workers")
-    yield url
-    drop_database(postgres_server_url, url)
-
-
-@pytest.fixture(scope="module")
-def sql(database: str) -> Iterator[Sql]:
-    connection = Sql(database)
-    yield connection
-    connection.close()
-
-
-@pytest.fixture(scope="module")
-def catalog(sql: Sql) -> Catalog:
-    return seed(sql)
 
 
 @pytest.fixture(scope="module")

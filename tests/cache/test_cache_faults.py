@@ -1,4 +1,3 @@
-# ruff: noqa: F401, F811 (module fixtures imported from test_cache_workers, then requested by name)
 """Redis failing makes a real 2-worker server slower, never wrong: killed, restarted empty, flushed, or absent.
 
 The Redis here is a private ``redis-server`` this module starts, kills and restarts on the same port; it
@@ -15,19 +14,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import RedisServer
-from tests.test_cache_workers import (  # the module fixtures too: a database, SQL on it, its seeded catalog
+from tests.helpers import (
     Catalog,
     Server,
     Sql,
-    catalog,
-    database,
     project,
     running,
     server_env,
     server_timing,
-    sql,
 )
+from tests.servers import RedisServer
 
 RESPONSE_BOUND_S = 1.0  # a request while Redis is down may be slower, never slower than this
 RECOVERY_S = 5.0  # Redis back (breaker closed, stale entries dropped) within this
