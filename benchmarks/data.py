@@ -116,8 +116,8 @@ async def explain_hot_queries(database_url: str, facts: DataFacts) -> list[dict]
 
     from tortoise import Tortoise
 
-    from catalog.models import Product
     from catalog.domain import Keyset, Ordering, ProductFilter
+    from catalog.models import Product
     from catalog.queries import ANCHORS_SQL, product_rows, reviews_of
     from config.settings import Settings
     from config.tortoise import tortoise_config

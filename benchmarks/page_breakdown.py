@@ -3,11 +3,12 @@
     PYTHONPATH=<tree> python benchmarks/page_breakdown.py DATABASE_URL PORT
 
 Run by ``benchmarks/run.py`` once for this checkout and, with ``--profile-baseline REV``, once for an
-older revision's tree, so both are measured the same way in one run. It uses only what every revision
-has: ``catalog.queries.products_page``, ``catalog.serialize.product_page`` and the Tortoise config. The
-statements of a page are captured from the Tortoise client while it runs, then replayed over raw asyncpg:
-the difference between the two is what Tortoise adds (building the queries and the objects of the rows).
-Prints one JSON object of milliseconds.
+older revision's tree, so both are measured the same way in one run. A page is read as the tree reads an
+uncached one: ``catalog.queries.products_page`` (rows, before issue 12) or its keys then its products as
+models (``page_keys`` and ``load_products``, with no fragment cached), serialised by that tree's
+``catalog.serialize``. The statements of a page are captured from the Tortoise client while it runs, then
+replayed over raw asyncpg: the difference between the two is what Tortoise adds (building the queries and
+the objects of the rows). Prints one JSON object of milliseconds.
 """
 
 from __future__ import annotations
@@ -25,13 +26,32 @@ import asyncpg
 import orjson
 from tortoise import Tortoise
 
-from catalog.queries import Ordering, ProductFilter, products_page
-from catalog.serialize import product_page
+from catalog import queries, serialize
 from config.settings import Settings
 from config.tortoise import tortoise_config
 
 PAGE_SIZE = 20
 ROUNDS = 200
+
+try:  # every revision has these, in one module or the other
+    from catalog.domain import Ordering, ProductFilter
+except ImportError:
+    from catalog.queries import Ordering, ProductFilter
+
+
+async def read_page(filters: ProductFilter, ordering: Ordering) -> object:
+    if hasattr(queries, "products_page"):
+        return await queries.products_page(filters, ordering, PAGE_SIZE)
+    keys = (await queries.page_keys(filters, ordering, PAGE_SIZE)).keys
+    loaded = await queries.load_products([key["id"] for key in keys])
+    return [loaded.products[key["id"]] for key in keys if key["id"] in loaded.products]
+
+
+def serialise_page(page: object) -> bytes:
+    if isinstance(page, list):
+        items = [serialize.product_dict(product) for product in page]
+        return orjson.dumps(serialize.product_page(items, total=90_000, page_number=1, page_size=PAGE_SIZE))
+    return orjson.dumps(serialize.product_page(page, total=90_000, page_number=1, page_size=PAGE_SIZE))
 
 
 def http_get(port: int, path: str) -> tuple[float, str]:
@@ -60,7 +80,7 @@ async def breakdown(database_url: str, port: int) -> dict[str, float]:
 
             setattr(client, method, capture)
         filters, ordering = ProductFilter(), Ordering()
-        await products_page(filters, ordering, PAGE_SIZE)
+        await read_page(filters, ordering)
         for method in ("execute_query", "execute_query_dict"):
             delattr(client, method)
         raw = await asyncpg.connect(database_url)
@@ -74,10 +94,10 @@ async def breakdown(database_url: str, port: int) -> dict[str, float]:
                 await raw.fetch(query, *values)
             sql = time.perf_counter() - started
             started = time.perf_counter()
-            page = await products_page(filters, ordering, PAGE_SIZE)
+            page = await read_page(filters, ordering)
             orm = time.perf_counter() - started
             started = time.perf_counter()
-            orjson.dumps(product_page(page, total=90_000, page_number=1, page_size=PAGE_SIZE))
+            serialise_page(page)
             serialise = time.perf_counter() - started
             whole, timing = await asyncio.to_thread(http_get, port, "/products")
             if not warm:

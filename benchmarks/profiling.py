@@ -26,7 +26,7 @@ def profile_first_page(server: Server, database_url: str, database: str, args: a
     (1) wrk at 50 connections on /products: requests/s and the server's CPU milliseconds per request,
     while py-spy samples one worker (on-CPU only); its frames are grouped into SQL driver, ORM, serialisation,
     middleware, the rest of Sanic and the loop. (2) benchmarks/page_breakdown.py, run on ``tree``: medians
-    of the page's SQL over raw asyncpg, queries.products_page, the serialisation and one HTTP request.
+    of the page's SQL over raw asyncpg, the ORM read of the page, the serialisation and one HTTP request.
     """
     result: dict[str, object] = {}
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
