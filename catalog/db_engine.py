@@ -26,7 +26,6 @@ from time import perf_counter
 from typing import Any
 
 import asyncpg
-
 from pypika_tortoise.terms import (
     BasicCriterion,
     Function,

@@ -45,14 +45,17 @@ def setup_http(app: Sanic, settings: Settings) -> None:
 
 
 def represent(request: Request, response: HTTPResponse, settings: Settings) -> HTTPResponse:
-    """Tag (and maybe compress) a successful JSON GET that does not carry its ETag yet."""
-    if "etag" not in response.headers:
+    """ETag, 304 and gzip, one way for every GET: the representation a cached route made (its tags and gzip
+    body computed once, when it was stored), or one made here of any other successful JSON GET."""
+    representation: Representation | None = getattr(request.ctx, "representation", None)
+    if representation is None:
         if request.method not in ("GET", "HEAD") or response.status != 200 or not response.body:
             return response
         if not (response.content_type or "").startswith(JSON_TYPE):
             return response
-        passthrough = {k: v for k, v in response.headers.items() if k.lower() not in ("content-type", "content-length")}
-        response = Representation.of(response.body, {}).respond(request, settings, passthrough)
+        representation = Representation.of(response.body, {})
+    passthrough = {k: v for k, v in response.headers.items() if k.lower() not in ("content-type", "content-length")}
+    response = representation.respond(request, settings, passthrough)
     _vary_on_encoding(response)
     return response
 

@@ -81,7 +81,8 @@ class Representation:
         Other statuses (a cached 404) are sent as they are: entity tags are for successful responses.
         """
         if self.status != 200:
-            return HTTPResponse(self.body, status=self.status, headers=self.headers, content_type=JSON_TYPE)
+            headers = {**(extra_headers or {}), **self.headers}
+            return HTTPResponse(self.body, status=self.status, headers=headers, content_type=JSON_TYPE)
         compressible = len(self.body) > settings.gzip_min_bytes and request.method != "HEAD"
         use_gzip = compressible and accepts_gzip(request.headers.get("accept-encoding"))
         headers = {

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-from sanic import Blueprint, HTTPResponse, Request
+from sanic import Blueprint, Request
 from sanic_ext import openapi
 from sanic_ext.extensions.openapi.types import Array
 
 from catalog import queries, schemas
+from catalog.blueprints.cached import Entry, cached
 from catalog.cache.invalidation import CATEGORIES, category_generation
 from catalog.cache.responses import Produced
 from catalog.serialize import category_dict, product_list
@@ -15,11 +16,9 @@ bp = Blueprint("categories", url_prefix="/categories")
 
 @bp.get("")
 @openapi.definition(summary="All categories, by id", tag="categories", response=schemas.ok(Array(schemas.ref("Category"))))
-async def list_categories(request: Request) -> HTTPResponse:
-    async def produce() -> Produced:
-        return Produced([category_dict(category) for category in await queries.categories()])
-
-    return await request.app.ctx.caches.responses.serve(request, "/categories", [CATEGORIES], produce)
+@cached(lambda request: Entry(None, "/categories", [CATEGORIES]))
+async def list_categories(request: Request, _: None) -> Produced:
+    return Produced([category_dict(category) for category in await queries.categories()])
 
 
 @bp.get("/<category_id:str>/products")
@@ -29,11 +28,10 @@ async def list_categories(request: Request) -> HTTPResponse:
     parameter=schemas.path_id("category_id"),
     response=[schemas.ok(Array(schemas.ref("Product"))), schemas.UNPROCESSABLE],
 )
-async def category_products(request: Request, category_id: str) -> HTTPResponse:
-    identifier = path_int("category_id", category_id)
+@cached(lambda request, category_id: category_entry(path_int("category_id", category_id)))
+async def category_products(request: Request, category_id: int) -> Produced:
+    return Produced(product_list(await queries.category_products(category_id)))
 
-    async def produce() -> Produced:
-        return Produced(product_list(await queries.category_products(identifier)))
 
-    key = f"/categories/{identifier}/products"
-    return await request.app.ctx.caches.responses.serve(request, key, [category_generation(identifier)], produce)
+def category_entry(category_id: int) -> Entry[int]:
+    return Entry(category_id, f"/categories/{category_id}/products", [category_generation(category_id)])

@@ -12,6 +12,7 @@ from sanic_ext.extensions.openapi.definitions import Response
 from sanic_ext.extensions.openapi.types import Array, Float, Integer, String
 
 from catalog import cursor, events, queries, reads, schemas
+from catalog.blueprints.cached import Entry, cached
 from catalog.cache import Caches
 from catalog.cache.invalidation import (
     ALL_PRODUCTS,
@@ -102,6 +103,9 @@ class ListQuery:
             f"&sort={self.ordering.sort}&n={self.page_size}&inc={','.join(sorted(self.parts))}&p={self.page}&{at}"
         )
 
+    def entry(self) -> Entry[ListQuery]:
+        return Entry(self, self.cache_key(), [_list_generation(self.filters)])
+
     def link(self, request: Request, cursor_text: str) -> str:
         params: dict[str, str | int | float] = {"page_size": self.page_size, "is_active": str(self.filters.is_active).lower()}
         for name in ("category_id", "min_price", "max_price"):
@@ -133,56 +137,51 @@ class ListQuery:
     ],
     response=[schemas.ok(schemas.ref("ProductList")), schemas.UNPROCESSABLE],
 )
-async def list_products(request: Request) -> HTTPResponse:
-    listing = ListQuery.read(request)
+@cached(lambda request: ListQuery.read(request).entry())
+async def list_products(request: Request, listing: ListQuery) -> Produced:
     caches: Caches = request.app.ctx.caches
     secret: bytes = request.app.ctx.cursor_secret
-
-    async def produce() -> Produced:
-        position, page = listing.position, listing.page
-        after, before, skip = None, None, 0
-        if position is None:
-            skip = (page - 1) * listing.page_size
-            if listing.ordering.column == "id":
-                after, skip = await caches.anchors.start(listing.filters, skip)
-        elif position.backwards:
-            before = position.key
-        else:
-            after = position.key
-        key_page = await queries.page_keys(
-            listing.filters, listing.ordering, listing.page_size, after=after, before=before, skip=skip
+    position, page = listing.position, listing.page
+    after, before, skip = None, None, 0
+    if position is None:
+        skip = (page - 1) * listing.page_size
+        if listing.ordering.column == "id":
+            after, skip = await caches.anchors.start(listing.filters, skip)
+    elif position.backwards:
+        before = position.key
+    else:
+        after = position.key
+    key_page = await queries.page_keys(
+        listing.filters, listing.ordering, listing.page_size, after=after, before=before, skip=skip
+    )
+    keys = key_page.keys
+    items = await reads.page_items(caches, keys, listing.parts)
+    total, exact = await caches.totals.total(listing.filters)
+    backwards = position is not None and position.backwards
+    has_next = bool(keys) if backwards else key_page.has_more
+    has_prev = bool(keys) and (key_page.has_more if backwards else page > 1)
+    headers: dict[str, str] = {}
+    links = []
+    if has_next:
+        next_cursor = cursor.encode_products(
+            secret, cursor.Position(listing.ordering.key(keys[-1]), page + 1), listing.ordering, listing.filters
         )
-        keys = key_page.keys
-        items = await reads.page_items(caches, keys, listing.parts)
-        total, exact = await caches.totals.total(listing.filters)
-        backwards = position is not None and position.backwards
-        has_next = bool(keys) if backwards else key_page.has_more
-        has_prev = bool(keys) and (key_page.has_more if backwards else page > 1)
-        headers: dict[str, str] = {}
-        links = []
-        if has_next:
-            next_cursor = cursor.encode_products(
-                secret, cursor.Position(listing.ordering.key(keys[-1]), page + 1), listing.ordering, listing.filters
-            )
-            headers["X-Next-Cursor"] = next_cursor
-            links.append(f'<{listing.link(request, next_cursor)}>; rel="next"')
-        if has_prev:
-            previous = cursor.Position(listing.ordering.key(keys[0]), page - 1, backwards=True)
-            prev_cursor = cursor.encode_products(secret, previous, listing.ordering, listing.filters)
-            headers["X-Prev-Cursor"] = prev_cursor
-            links.append(f'<{listing.link(request, prev_cursor)}>; rel="prev"')
-        # The contract has no Link on the last page (clients test for it), so rel="prev" rides along only
-        # with rel="next"; X-Prev-Cursor is on every page but the first.
-        if has_next:
-            headers["Link"] = ", ".join(links)
-        if not exact:
-            headers[TOTAL_ESTIMATED] = "true"
-        body = product_page(items, total=total, page_number=page, page_size=listing.page_size)
-        # A page whose total is only an estimate is not kept: the exact count is on its way.
-        return Produced(body, headers, exact)
-
-    dependencies = [_list_generation(listing.filters)]
-    return await caches.responses.serve(request, listing.cache_key(), dependencies, produce)
+        headers["X-Next-Cursor"] = next_cursor
+        links.append(f'<{listing.link(request, next_cursor)}>; rel="next"')
+    if has_prev:
+        previous = cursor.Position(listing.ordering.key(keys[0]), page - 1, backwards=True)
+        prev_cursor = cursor.encode_products(secret, previous, listing.ordering, listing.filters)
+        headers["X-Prev-Cursor"] = prev_cursor
+        links.append(f'<{listing.link(request, prev_cursor)}>; rel="prev"')
+    # The contract has no Link on the last page (clients test for it), so rel="prev" rides along only
+    # with rel="next"; X-Prev-Cursor is on every page but the first.
+    if has_next:
+        headers["Link"] = ", ".join(links)
+    if not exact:
+        headers[TOTAL_ESTIMATED] = "true"
+    body = product_page(items, total=total, page_number=page, page_size=listing.page_size)
+    # A page whose total is only an estimate is not kept: the exact count is on its way.
+    return Produced(body, headers, exact)
 
 
 def _list_generation(filters: ProductFilter) -> str:
@@ -203,20 +202,18 @@ def _list_generation(filters: ProductFilter) -> str:
     ),
     response=[schemas.ok(Array(schemas.ref("Product"))), schemas.UNPROCESSABLE],
 )
-async def batch(request: Request) -> HTTPResponse:
+@cached(lambda request: batch_entry(request))
+async def batch(request: Request, ids: list[int]) -> Produced:
+    fragments = await reads.product_fragments(request.app.ctx.caches, ids, PARTS)
+    return Produced([orjson.Fragment(fragments[product_id][1]) for product_id in ids if product_id in fragments])
+
+
+def batch_entry(request: Request) -> Entry[list[int]]:
     query = QueryReader(request)
     ids = query.id_list("ids")
     query.raise_if_any()
-
-    caches: Caches = request.app.ctx.caches
-
-    async def produce() -> Produced:
-        fragments = await reads.product_fragments(caches, ids, PARTS)
-        return Produced([orjson.Fragment(fragments[product_id][1]) for product_id in ids if product_id in fragments])
-
     key = "/products/batch?ids=" + ",".join(map(str, ids))
-    dependencies = [product_generation(product_id) for product_id in dict.fromkeys(ids)]
-    return await caches.responses.serve(request, key, dependencies, produce)
+    return Entry(ids, key, [product_generation(product_id) for product_id in dict.fromkeys(ids)])
 
 
 @bp.get("/<product_id:str>")
@@ -226,18 +223,16 @@ async def batch(request: Request) -> HTTPResponse:
     parameter=PRODUCT_ID,
     response=[schemas.ok(schemas.ref("Product")), schemas.NOT_FOUND, schemas.UNPROCESSABLE],
 )
-async def get_product(request: Request, product_id: str) -> HTTPResponse:
-    identifier = path_int("product_id", product_id)
-    caches: Caches = request.app.ctx.caches
+@cached(lambda request, product_id: product_entry(path_int("product_id", product_id)))
+async def get_product(request: Request, product_id: int) -> Produced:
+    fragment = (await reads.product_fragments(request.app.ctx.caches, [product_id], PARTS)).get(product_id)
+    if fragment is None:  # kept too: creating this id bumps its generation
+        return Produced({"detail": PRODUCT_NOT_FOUND}, status=404)
+    return Produced(orjson.Fragment(fragment[1]))
 
-    async def produce() -> Produced:
-        fragment = (await reads.product_fragments(caches, [identifier], PARTS)).get(identifier)
-        if fragment is None:  # kept too: creating this id bumps its generation
-            return Produced({"detail": PRODUCT_NOT_FOUND}, status=404)
-        return Produced(orjson.Fragment(fragment[1]))
 
-    key = f"/products/{identifier}"
-    return await caches.responses.serve(request, key, [product_generation(identifier)], produce)
+def product_entry(product_id: int) -> Entry[int]:
+    return Entry(product_id, f"/products/{product_id}", [product_generation(product_id)])
 
 
 @bp.get("/<product_id:str>/reviews")
@@ -247,34 +242,51 @@ async def get_product(request: Request, product_id: str) -> HTTPResponse:
     parameter=[PRODUCT_ID, schemas.PAGE_SIZE, schemas.query("cursor", String(), "X-Next-Cursor of the previous page")],
     response=[schemas.ok(schemas.ref("ReviewList")), schemas.NOT_FOUND, schemas.UNPROCESSABLE],
 )
-async def product_reviews(request: Request, product_id: str) -> HTTPResponse:
-    identifier = path_int("product_id", product_id)
-    query = QueryReader(request)
-    page_size = query.int("page_size", default=DEFAULT_PAGE_SIZE, le=MAX_PAGE_SIZE)
-    cursor_text = query.raw("cursor")
-    query.raise_if_any()
-    secret: bytes = request.app.ctx.cursor_secret
-    position = cursor.decode_reviews(secret, cursor_text, identifier) if cursor_text else None
-    page = position.page if position is not None else 1
+@cached(lambda request, product_id: ReviewsQuery.read(request, product_id).entry())
+async def product_reviews(request: Request, listing: ReviewsQuery) -> Produced:
+    identifier, page_size, position = listing.product_id, listing.page_size, listing.position
+    if not await queries.product_exists(identifier):
+        return Produced({"detail": PRODUCT_NOT_FOUND}, status=404)
+    reviews, has_next = await queries.reviews_page(identifier, page_size, after=position.key if position else None)
+    total = await queries.count_reviews(identifier)
+    headers: dict[str, str] = {}
+    if has_next:
+        next_key = REVIEW_ORDER.key(reviews[-1])
+        secret: bytes = request.app.ctx.cursor_secret
+        next_cursor = cursor.encode_reviews(secret, identifier, cursor.Position(next_key, listing.page + 1))
+        headers["X-Next-Cursor"] = next_cursor
+        url = f"{request.scheme}://{request.host}{request.path}?{urlencode({'page_size': page_size, 'cursor': next_cursor})}"
+        headers["Link"] = f'<{url}>; rel="next"'
+    return Produced(review_page(reviews, total=total, page_number=listing.page, page_size=page_size), headers)
 
-    async def produce() -> Produced:
-        if not await queries.product_exists(identifier):
-            return Produced({"detail": PRODUCT_NOT_FOUND}, status=404)
-        after = position.key if position is not None else None
-        reviews, has_next = await queries.reviews_page(identifier, page_size, after=after)
-        total = await queries.count_reviews(identifier)
-        headers: dict[str, str] = {}
-        if has_next:
-            next_key = REVIEW_ORDER.key(reviews[-1])
-            next_cursor = cursor.encode_reviews(secret, identifier, cursor.Position(next_key, page + 1))
-            headers["X-Next-Cursor"] = next_cursor
-            url = f"{request.scheme}://{request.host}{request.path}?{urlencode({'page_size': page_size, 'cursor': next_cursor})}"
-            headers["Link"] = f'<{url}>; rel="next"'
-        return Produced(review_page(reviews, total=total, page_number=page, page_size=page_size), headers)
 
-    at = "start" if position is None else f"{position.key}"
-    key = f"/products/{identifier}/reviews?n={page_size}&p={page}&{at}"
-    return await request.app.ctx.caches.responses.serve(request, key, [product_generation(identifier)], produce)
+@dataclass(frozen=True, slots=True)
+class ReviewsQuery:
+    """GET /products/{id}/reviews's parameters, read and validated."""
+
+    product_id: int
+    page_size: int
+    position: cursor.Position | None
+
+    @property
+    def page(self) -> int:
+        return self.position.page if self.position is not None else 1
+
+    @classmethod
+    def read(cls, request: Request, product_id: str) -> ReviewsQuery:
+        identifier = path_int("product_id", product_id)
+        query = QueryReader(request)
+        page_size = query.int("page_size", default=DEFAULT_PAGE_SIZE, le=MAX_PAGE_SIZE)
+        cursor_text = query.raw("cursor")
+        query.raise_if_any()
+        secret: bytes = request.app.ctx.cursor_secret
+        position = cursor.decode_reviews(secret, cursor_text, identifier) if cursor_text else None
+        return cls(identifier, page_size, position)
+
+    def entry(self) -> Entry[ReviewsQuery]:
+        at = "start" if self.position is None else f"{self.position.key}"
+        key = f"/products/{self.product_id}/reviews?n={self.page_size}&p={self.page}&{at}"
+        return Entry(self, key, [product_generation(self.product_id)])
 
 
 def _json_body(request: Request) -> object:

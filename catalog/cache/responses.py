@@ -11,7 +11,7 @@ from functools import partial
 from typing import Any
 
 import orjson
-from sanic import HTTPResponse, Request
+from sanic import Request
 
 from catalog.cache.resilient import ResilientCache
 from catalog.representation import Representation
@@ -46,10 +46,10 @@ class ResponseCache:
         key: str,
         dependencies: Sequence[str],
         produce: Callable[[], Awaitable[Produced]],
-    ) -> HTTPResponse:
+    ) -> Representation:
         """The response for ``key``, made by ``produce`` when it is missing."""
         if not self.settings.cache_responses:
-            return (await self._produce(None, produce)).respond(request, self.settings)
+            return await self._produce(None, produce)
         # Links in a body name the scheme and host it was asked for: one client's must not reach another.
         lookup = await self.cache.lookup(f"{request.scheme}://{request.host}{key}", dependencies)
         value, entry = lookup.value, lookup.key
@@ -57,16 +57,16 @@ class ResponseCache:
             value = await self.cache.wait_for_fill(entry)
         if value is not None:
             request.ctx.cache = "hit"
-            return Representation.decode(value).respond(request, self.settings)
+            return Representation.decode(value)
         request.ctx.cache = "miss" if entry is not None else "off"
         if entry is None:
-            return (await self._produce(None, produce)).respond(request, self.settings)
+            return await self._produce(None, produce)
         production = self.productions.get(entry)
         if production is None:
             # A task of its own: a client that leaves does not cancel what the others wait for.
             production = self.productions[entry] = asyncio.ensure_future(self._produce(entry, produce))
             production.add_done_callback(partial(self._production_done, entry))
-        return (await asyncio.shield(production)).respond(request, self.settings)
+        return await asyncio.shield(production)
 
     def _production_done(self, entry: str, production: asyncio.Future[Representation]) -> None:
         del self.productions[entry]
