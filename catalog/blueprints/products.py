@@ -27,6 +27,7 @@ from catalog.domain import (
     PARTS,
     REVIEW_ORDER,
     SORTS,
+    Keyset,
     Ordering,
     ProductFilter,
     ProductState,
@@ -140,32 +141,45 @@ class ListQuery:
 @cached(lambda request: ListQuery.read(request).entry())
 async def list_products(request: Request, listing: ListQuery) -> Produced:
     caches: Caches = request.app.ctx.caches
-    secret: bytes = request.app.ctx.cursor_secret
-    position, page = listing.position, listing.page
-    after, before, skip = None, None, 0
-    if position is None:
-        skip = (page - 1) * listing.page_size
-        if listing.ordering.column == "id":
-            after, skip = await caches.anchors.start(listing.filters, skip)
-    elif position.backwards:
-        before = position.key
-    else:
-        after = position.key
+    after, before, skip = await _page_start(caches, listing)
     key_page = await queries.page_keys(
         listing.filters, listing.ordering, listing.page_size, after=after, before=before, skip=skip
     )
-    keys = key_page.keys
-    items = await reads.page_items(caches, keys, listing.parts)
+    items = await reads.page_items(caches, key_page.keys, listing.parts)
     total, exact = await caches.totals.total(listing.filters)
-    backwards = position is not None and position.backwards
+    headers = _paging_headers(request, listing, key_page)
+    if not exact:
+        headers[TOTAL_ESTIMATED] = "true"
+    body = product_page(items, total=total, page_number=listing.page, page_size=listing.page_size)
+    # A page whose total is only an estimate is not kept: the exact count is on its way.
+    return Produced(body, headers, exact)
+
+
+async def _page_start(caches: Caches, listing: ListQuery) -> tuple[Keyset | None, Keyset | None, int]:
+    """Where the page starts: after or before a cursor's row, or ``page=N`` rows in (from a cached anchor
+    in the default order)."""
+    position = listing.position
+    if position is not None:
+        return (None, position.key, 0) if position.backwards else (position.key, None, 0)
+    skip = (listing.page - 1) * listing.page_size
+    if listing.ordering.column == "id":
+        after, skip = await caches.anchors.start(listing.filters, skip)
+        return after, None, skip
+    return None, None, skip
+
+
+def _paging_headers(request: Request, listing: ListQuery, key_page: queries.KeyPage) -> dict[str, str]:
+    """X-Next-Cursor / X-Prev-Cursor and their Link URLs."""
+    secret: bytes = request.app.ctx.cursor_secret
+    keys, page = key_page.keys, listing.page
+    backwards = listing.position is not None and listing.position.backwards
     has_next = bool(keys) if backwards else key_page.has_more
     has_prev = bool(keys) and (key_page.has_more if backwards else page > 1)
     headers: dict[str, str] = {}
     links = []
     if has_next:
-        next_cursor = cursor.encode_products(
-            secret, cursor.Position(listing.ordering.key(keys[-1]), page + 1), listing.ordering, listing.filters
-        )
+        following = cursor.Position(listing.ordering.key(keys[-1]), page + 1)
+        next_cursor = cursor.encode_products(secret, following, listing.ordering, listing.filters)
         headers["X-Next-Cursor"] = next_cursor
         links.append(f'<{listing.link(request, next_cursor)}>; rel="next"')
     if has_prev:
@@ -177,11 +191,7 @@ async def list_products(request: Request, listing: ListQuery) -> Produced:
     # with rel="next"; X-Prev-Cursor is on every page but the first.
     if has_next:
         headers["Link"] = ", ".join(links)
-    if not exact:
-        headers[TOTAL_ESTIMATED] = "true"
-    body = product_page(items, total=total, page_number=page, page_size=listing.page_size)
-    # A page whose total is only an estimate is not kept: the exact count is on its way.
-    return Produced(body, headers, exact)
+    return headers
 
 
 def _list_generation(filters: ProductFilter) -> str:
