@@ -48,9 +48,10 @@ async def page_items(caches: Caches, keys: list[Row], parts: frozenset[str]) -> 
     one that has moved meanwhile is left out, as a page read a moment later would not hold it there.
     """
     found = await product_fragments(caches, [key["id"] for key in keys], parts)
-    moved = [key["id"] for key in keys if key["id"] in found and found[key["id"]][0] != _placement(key)]
+    placements = {key["id"]: _placement(key) for key in keys}
+    moved = [i for i, placement in placements.items() if i in found and found[i][0] != placement]
     if moved:
         found.update((i, fragment.partition(b"\n")[::2]) for i, fragment in (await _build(moved, parts)).items())
     return [
-        orjson.Fragment(found[key["id"]][1]) for key in keys if key["id"] in found and found[key["id"]][0] == _placement(key)
+        orjson.Fragment(found[i][1]) for i, placement in placements.items() if i in found and found[i][0] == placement
     ]

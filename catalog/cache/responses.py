@@ -77,9 +77,12 @@ class ResponseCache:
         async def make() -> tuple[Representation, bytes | None]:
             produced = await produce()
             body = orjson.dumps(produced.body)
-            representation = Representation.for_cache(body, produced.headers, self.settings, produced.status)
             # An estimated total is not kept.
-            return representation, representation.encode() if produced.cacheable and entry is not None else None
+            if not produced.cacheable or entry is None:
+                # Sent, not stored: compressed (when answering) only for clients that take gzip.
+                return Representation.of(body, produced.headers, status=produced.status), None
+            representation = Representation.for_cache(body, produced.headers, self.settings, produced.status)
+            return representation, representation.encode()
 
         if entry is None:
             return (await make())[0]
