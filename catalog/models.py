@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from tortoise import fields
 from tortoise.fields.data import DatetimeField
 from tortoise.indexes import Index
@@ -47,10 +45,6 @@ class Product(Model):
 
     reviews: fields.ReverseRelation[Review]
     inventory: fields.BackwardOneToOneRelation[Inventory]
-
-    def __getitem__(self, field: str) -> Any:
-        """``product["is_active"]``: the write routes read a product's fields by name, as they did rows."""
-        return getattr(self, field)
 
     class Meta:
         table = "products"

@@ -10,18 +10,22 @@ its keys query and its fragment.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import orjson
 
 from catalog import queries
 from catalog.cache import Caches
 from catalog.domain import Row
-from catalog.models import Product
 from catalog.serialize import product_dict
 
+# What decides a product's place in lists: the columns every filter and sort reads (a page's keys hold them).
+PLACEMENT = tuple(column for column in queries.KEY_FIELDS if column != "id")
 
-def _placement(product: Product | Row) -> bytes:
-    """What decides a product's place in lists: the columns every filter and sort reads."""
-    return orjson.dumps([product["is_active"], product["category_id"], product["price"], product["name"], product["created_at"]])
+
+def _placement(values: Iterable[Any]) -> bytes:
+    return orjson.dumps(list(values))
 
 
 async def _build(ids: list[int], parts: frozenset[str]) -> dict[int, bytes]:
@@ -29,7 +33,9 @@ async def _build(ids: list[int], parts: frozenset[str]) -> dict[int, bytes]:
     loaded = await queries.load_products(ids, parts)
     stats = loaded.review_stats or {}
     return {
-        product_id: _placement(product) + b"\n" + orjson.dumps(product_dict(product, parts, stats.get(product_id)))
+        product_id: _placement(getattr(product, column) for column in PLACEMENT)
+        + b"\n"
+        + orjson.dumps(product_dict(product, parts, stats.get(product_id)))
         for product_id, product in loaded.products.items()
     }
 
@@ -48,7 +54,7 @@ async def page_items(caches: Caches, keys: list[Row], parts: frozenset[str]) -> 
     one that has moved meanwhile is left out, as a page read a moment later would not hold it there.
     """
     found = await product_fragments(caches, [key["id"] for key in keys], parts)
-    placements = {key["id"]: _placement(key) for key in keys}
+    placements = {key["id"]: _placement(key[column] for column in PLACEMENT) for key in keys}
     moved = [i for i, placement in placements.items() if i in found and found[i][0] != placement]
     if moved:
         found.update((i, fragment.partition(b"\n")[::2]) for i, fragment in (await _build(moved, parts)).items())

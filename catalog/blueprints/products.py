@@ -325,8 +325,8 @@ async def create_product(request: Request) -> HTTPResponse:
             raise unknown_category_error(fields.get("category_id")) from None
         if product is None:
             raise NotFound(PRODUCT_NOT_FOUND)
-        after = ProductState(product["is_active"], product["category_id"])
-        await events.product_changed(request.app, product["id"], None, after)
+        after = ProductState(product.is_active, product.category_id)
+        await events.product_changed(request.app, product.id, None, after)
     return json(product_dict(product), status=201)
 
 
@@ -350,7 +350,7 @@ async def update_product(request: Request, product_id: str) -> HTTPResponse:
             raise NotFound(PRODUCT_NOT_FOUND)
         before, product = updated
         if changes:
-            after = ProductState(product["is_active"], product["category_id"])
+            after = ProductState(product.is_active, product.category_id)
             await events.product_changed(request.app, identifier, before, after)
     return json(product_dict(product))
 
