@@ -117,8 +117,8 @@ async def explain_hot_queries(database_url: str, facts: DataFacts) -> list[dict]
     from tortoise import Tortoise
 
     from catalog.domain import Keyset, Ordering, ProductFilter
-    from catalog.models import Product
-    from catalog.queries import ANCHORS_SQL, product_rows, reviews_of
+    from catalog.models import Product, Review
+    from catalog.queries import ANCHORS_SQL, KEY_FIELDS, with_relations
     from config.settings import Settings
     from config.tortoise import tortoise_config
 
@@ -137,12 +137,16 @@ async def explain_hot_queries(database_url: str, facts: DataFacts) -> list[dict]
         skip = (max(1, facts.active // PAGE_SIZE) - 10) * PAGE_SIZE
 
         def page(queryset):
-            return product_rows(queryset.order_by("id").limit(PAGE_SIZE + 1)).sql(params_inline=True)
+            # The statement that loads a page's products (category and inventory joined: select_related).
+            return with_relations(queryset.order_by("id").limit(PAGE_SIZE + 1), reviews=False).sql(params_inline=True)
 
         first_page_ids = [p.id for p in await active.apply(Product.all()).order_by("id").limit(PAGE_SIZE)]
         statements = {
             "first page (products + category + inventory)": page(active.apply(Product.all())),
-            "first page reviews (IN, 20 ids)": reviews_of(first_page_ids).sql(params_inline=True),
+            "first page keys (ids and placement columns)": active.apply(Product.all()).order_by("id").limit(
+                PAGE_SIZE + 1).values(*KEY_FIELDS).sql(params_inline=True),
+            "first page reviews (prefetch_related: IN, 20 ids)": Review.filter(product_id__in=first_page_ids).order_by(
+                "id").sql(params_inline=True),
             "deep cursor page (past 95%)": page(ordering.beyond(active.apply(Product.all()), Keyset(None, deep_id))),
             # Tortoise leaves a subquery's parameters as $n even with params_inline: the same SQL, inlined here.
             # page=N in the default order: from the nearest anchor (at most PAGE_ANCHOR_EVERY - 1 rows
@@ -160,7 +164,7 @@ async def explain_hot_queries(database_url: str, facts: DataFacts) -> list[dict]
             f"category page (largest category, {big_category})": page(
                 ProductFilter(category_id=big_category).apply(Product.all())),
             "count of active products": active.apply(Product.all()).count().sql(params_inline=True),
-            "product by id": product_rows(Product.filter(id=facts.max_id // 2).limit(1)).sql(params_inline=True),
+            "product by id": with_relations(Product.filter(id=facts.max_id // 2), reviews=False).sql(params_inline=True),
         }
         out = []
         for label, sql in statements.items():

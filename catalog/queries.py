@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, NoReturn
+from typing import Any, NoReturn
 
 import asyncpg
 from tortoise import Tortoise
@@ -21,7 +21,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F, Subquery
 from tortoise.functions import Count, Sum
 from tortoise.query_utils import Prefetch
-from tortoise.queryset import QuerySet, ValuesQuery
+from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
 from catalog.domain import (
@@ -41,13 +41,9 @@ from catalog.models import Category, Inventory, Product, Review
 # Products loaded per statement pair when an endpoint returns a whole set (category products, low stock).
 CHUNK_SIZE = 1000
 CATEGORY_FK = "products_category_id_fkey"
-
-
+# Categories and review pages are read as rows (catalog.domain.Row).
 CATEGORY_FIELDS = ("id", "name", "description")
 REVIEW_FIELDS = ("id", "product_id", "user_id", "rating", "comment", "created_at")
-# The same relations as plain rows: only benchmarks/run.py's EXPLAIN of the hot statements reads these.
-PRODUCT_FIELDS = ("id", "name", "description", "price", "category_id", "is_active", "created_at")
-JOINED_FIELDS = (*(f"category__{field}" for field in CATEGORY_FIELDS), "inventory__id", "inventory__quantity", "inventory__reserved")
 
 
 def utcnow() -> datetime:
@@ -60,16 +56,6 @@ def with_relations(queryset: QuerySet[Product], reviews: bool = True) -> QuerySe
     if reviews:
         queryset = queryset.prefetch_related(Prefetch("reviews", queryset=Review.all().order_by("id")))
     return queryset
-
-
-def product_rows(queryset: QuerySet[Product]) -> ValuesQuery[Literal[False]]:
-    """The SELECT ``with_relations`` sends, as rows (see JOINED_FIELDS)."""
-    return queryset.values(*PRODUCT_FIELDS, *JOINED_FIELDS)
-
-
-def reviews_of(product_ids: list[int]) -> ValuesQuery[Literal[False]]:
-    """The reviews ``with_relations`` prefetches, as rows (see JOINED_FIELDS)."""
-    return Review.filter(product_id__in=product_ids).order_by("id").values(*REVIEW_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)
