@@ -1,6 +1,6 @@
 """Product fragments against the commit before them, side by side in one run, on one seeded database.
 
-    .venv/bin/python -m benchmarks.fragments [--baseline 3021136] [--duration 10] [--warmup 3]
+    .venv/bin/python -m benchmarks.fragments [--baseline 3021136] [--duration 10] [--warmup 3] [--only abcd]
 
 Serves the baseline's tree (``git archive``, same venv, same database) and this checkout, each with 2
 workers, and loads each with wrk (50 connections) in turn: (a) the first list page and (b) products by
@@ -205,6 +205,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3)
     parser.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--only", default="abcd", help="the scenarios to run, by letter (default abcd)")
     args = parser.parse_args()
     database_url = asyncio.run(ensure_database(args.pg, args.products))
     client = redis.Redis.from_url(args.redis)
@@ -219,7 +220,7 @@ def main() -> None:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
                               text=True, check=True).stdout.strip()
         rows = []
-        for scenario in scenarios(args.products):
+        for scenario in [s for s in scenarios(args.products) if s.name[1] in args.only]:
             results = {}
             for label, tree in (("baseline", baseline), ("new", PROJECT_ROOT)):
                 log(f"{scenario.name}: {label}")

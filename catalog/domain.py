@@ -55,16 +55,16 @@ class ProductFilter:
         return self.min_price is not None or self.max_price is not None or self.search is not None
 
     def apply(self, queryset: QuerySet[Product]) -> QuerySet[Product]:
-        queryset = queryset.filter(is_active=self.is_active)
+        conditions: dict[str, Any] = {"is_active": self.is_active}
         if self.category_id is not None:
-            queryset = queryset.filter(category_id=self.category_id)
+            conditions["category_id"] = self.category_id
         if self.min_price is not None:
-            queryset = queryset.filter(price__gte=self.min_price)
+            conditions["price__gte"] = self.min_price
         if self.max_price is not None:
-            queryset = queryset.filter(price__lte=self.max_price)
+            conditions["price__lte"] = self.max_price
         if self.search is not None:
-            queryset = queryset.filter(name__search=self.search)
-        return queryset
+            conditions["name__search"] = self.search
+        return queryset.filter(**conditions)  # one filter(): each call copies the query
 
 
 SORTS = ("id", "price", "-price", "created_at", "-created_at", "name")

@@ -8,7 +8,6 @@ A list page first reads only its keys (ids and sort values), so that products wh
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -107,16 +106,17 @@ async def page_keys(
     ``skip`` combine: ``skip`` rows past ``after``'s row.
     """
     backwards = before is not None
+    if skip and backwards:
+        raise ValueError("skip counts forwards")
     queryset = filters.apply(Product.all())
     if after is not None or before is not None:
         queryset = ordering.beyond(queryset, after or before, backwards)  # type: ignore[arg-type]
     if skip and ordering.column == "id":
         # After an anchor (catalog.cache.anchors.PageAnchors), only the rows since it are skipped.
-        skipped = filters.apply(Product.all()) if after is None else ordering.beyond(filters.apply(Product.all()), after)
-        first_id = skipped.order_by("id").offset(skip).limit(1).values("id")
+        first_id = queryset.order_by("id").offset(skip).limit(1).values("id")
         queryset = queryset.filter(id__gte=Subquery(first_id))
     elif skip:
-        page_ids = filters.apply(Product.all()).order_by(*ordering.order_by()).offset(skip).limit(page_size + 1)
+        page_ids = queryset.order_by(*ordering.order_by()).offset(skip).limit(page_size + 1)
         queryset = queryset.filter(id__in=Subquery(page_ids.values("id")))
     rows = await queryset.order_by(*ordering.order_by(backwards)).limit(page_size + 1).values(*KEY_FIELDS)
     keys = rows[:page_size]
@@ -197,23 +197,29 @@ async def count_products(filters: ProductFilter) -> int:
     return await filters.apply(Product.all()).count()
 
 
-# Reads at most $1 index entries, so its cost is bounded whatever the size of the list.
-CAPPED_COUNT_SQL = "SELECT count(*) FROM (SELECT 1 FROM products WHERE {where} LIMIT $1) AS capped"
+# Reads at most $1 index entries, so its cost is bounded whatever the size of the list. At the cap it adds
+# the planner's estimate (products_estimate, a function of migration 3): one statement decides the total.
+CAPPED_COUNT_SQL = """
+SELECT counted, CASE WHEN counted >= $1 THEN products_estimate({estimate_of}) END AS estimate
+FROM (SELECT count(*) AS counted FROM (SELECT 1 FROM products WHERE {where} LIMIT $1) AS capped) AS c
+"""
 
 
-async def count_products_up_to(filters: ProductFilter, most: int) -> int:
-    """``count_products`` of a counted list (is_active, category_id) if below ``most``, else ``most``."""
+@dataclass(frozen=True, slots=True)
+class CappedCount:
+    counted: int  # the list's count, or the cap when it holds that many or more
+    estimate: int | None  # the planner's estimate of the count, when the cap was reached
+
+
+async def count_products_up_to(filters: ProductFilter, most: int) -> CappedCount:
+    """``count_products`` of a counted list (is_active, category_id) if below ``most``; else ``most`` and the
+    planner's estimate."""
     where, values = _counted_list(filters)
+    estimate_of = "$2, NULL" if filters.category_id is None else "$2, $3"
     _, rows = await Tortoise.get_connection("default").execute_query(
-        CAPPED_COUNT_SQL.format(where=where), [most, *values]
+        CAPPED_COUNT_SQL.format(where=where, estimate_of=estimate_of), [most, *values]
     )
-    return rows[0][0]
-
-
-async def estimate_products(filters: ProductFilter) -> int:
-    """The planner's estimate of ``count_products`` (planning only: no rows are read)."""
-    plan = await filters.apply(Product.all()).explain()
-    return int(json.loads(plan[0][0])[0]["Plan"]["Plan Rows"])
+    return CappedCount(rows[0]["counted"], rows[0]["estimate"])
 
 
 async def ping() -> None:

@@ -29,9 +29,9 @@ class ProductTotals:
     """``total`` of a product list: from the count cache, else counted, else estimated (large lists).
 
     A list of up to ``exact_count_max_rows`` products is counted at once: one statement, a count that
-    stops just past that many rows, says whether the list is that small and, if so, how many it holds.
-    A larger list answers the planner's estimate (marked as one) and is counted in the background for
-    the next request. Only exact counts are kept, so a write's +1/-1 never adjusts an estimate. The rule
+    stops just past that many rows, says whether the list is that small and, if so, how many it holds;
+    if not, the same statement gives the planner's estimate, which the larger list answers (marked as one)
+    while it is counted in the background for the next request. Only exact counts are kept, so a write's +1/-1 never adjusts an estimate. The rule
     does not depend on the cache, so Redis down, back or flushed does not change a small list's total.
     A request never waits on a count that is cached: one close to expiry is refreshed in the background.
     """
@@ -56,15 +56,15 @@ class ProductTotals:
             if read.ttl_s < self.ttl / 3:
                 self._in_background(name, self._recount(filters, name))
             return read.value, True
-        counted = await queries.count_products_up_to(filters, self.exact_max + 1)
-        if counted <= self.exact_max:
+        capped = await queries.count_products_up_to(filters, self.exact_max + 1)
+        if capped.estimate is None:
             if read is not None:
-                await self.cache.write_count(name, counted, read.version)
-            return counted, True
+                await self.cache.write_count(name, capped.counted, read.version)
+            return capped.counted, True
         if read is not None:  # else there is nowhere to keep the count
             self._in_background(name, self._recount(filters, name))
         # The planner may guess fewer than were just counted.
-        return max(await queries.estimate_products(filters), counted), False
+        return max(capped.estimate, capped.counted), False
 
     async def _recount(self, filters: ProductFilter, name: str) -> None:
         detach_request_stats()  # a task of its own: its statements are not the request's that started it
