@@ -1,13 +1,15 @@
 """Product fragments against the commit before them, side by side in one run, on one seeded database.
 
-    .venv/bin/python -m benchmarks.fragments [--baseline 3021136] [--duration 10] [--warmup 3] [--only abcd]
+    .venv/bin/python -m benchmarks.fragments [--baseline 3021136] [--duration 10] [--warmup 3] [--only abcde]
 
 Serves the baseline's tree (``git archive``, same venv, same database) and this checkout, each with 2
 workers, and loads each with wrk (50 connections) in turn: (a) the first list page and (b) products by
 random id with the response cache off; (c) products by id and (d) ``page=N`` list pages never asked
-before, on an empty cache prefix, each request a different id or page. Prints requests/s, P95, server
-CPU per request (psutil over the server's processes) and, for this checkout, the fragment hit ratio
-(the ``<prefix>:f:stats`` hash the lookup script counts in), then baseline vs new with ratios.
+before, on an empty cache prefix, each request a different id or page; (e) the mixed workload of
+``benchmarks.run`` (list pages across categories and depths, products, batches, 5% PUTs of a price),
+response cache on. Prints requests/s, P95, server CPU per request (psutil over the server's processes)
+and, for this checkout, the fragment hit ratio (the ``<prefix>:f:stats`` hash the lookup script counts
+in), then baseline vs new with ratios.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +32,9 @@ import asyncpg
 import psutil
 import redis
 
+from benchmarks.data import PAGE_SIZE, data_facts
+from benchmarks.load import lua_script
+from benchmarks.load import scenarios as load_scenarios
 from config.settings import PROJECT_ROOT
 
 DATABASE = "bench_100k"
@@ -63,17 +69,32 @@ end
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    script: str
+    script: str | Callable[[int], str]  # or made from the port of the server it loads
     cache_responses: bool
 
 
-def scenarios(products: int) -> list[Scenario]:
+def mixed_workload(database_url: str) -> Callable[[int], str]:
+    """benchmarks.run's mixed workload, its deep cursors read from the server it is about to load."""
+
+    def script(port: int) -> str:
+        facts = asyncio.run(data_facts(database_url))
+        cursors = []
+        for page in range(facts.active // PAGE_SIZE - 100, facts.active // PAGE_SIZE - 90):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/products?page={page}", timeout=30) as response:
+                cursors.append(response.headers["X-Next-Cursor"])
+        return lua_script(load_scenarios(facts, cursors, etag="", seed=1)["mixed"])
+
+    return script
+
+
+def scenarios(products: int, database_url: str) -> list[Scenario]:
     pages = int(products * 0.9) // 20 - 1
     return [
         Scenario("(a) first page, responses uncached", STATIC.format(path="/products"), False),
         Scenario("(b) product by random id, responses uncached", RANDOM.format(path="/products/%d", n=products), False),
         Scenario("(c) product never loaded (empty cache)", WALK.format(path="/products/%d", n=products), True),
         Scenario("(d) page=N never loaded (empty cache)", WALK.format(path="/products?page=%d", n=pages), True),
+        Scenario("(e) mixed workload with 5% writes", mixed_workload(database_url), True),
     ]
 
 
@@ -181,12 +202,13 @@ def measure(tree: Path, scenario: Scenario, base_env: dict[str, str], args: argp
     port = free_port()
     process = start(tree, env, port, workdir / f"{prefix}.log")
     try:
+        script = scenario.script(port) if callable(scenario.script) else scenario.script
         # The warm-up opens the pools without touching what the scenario reads when it must be unread.
-        warmup = scenario.script if not scenario.name.startswith(("(c)", "(d)")) else STATIC.format(path="/categories")
+        warmup = script if not scenario.name.startswith(("(c)", "(d)")) else STATIC.format(path="/categories")
         wrk(port, warmup, args.warmup, workdir)
         client.delete(f"{prefix}:f:stats")
         cpu_before = cpu_seconds(process)
-        requests, p95, errors = wrk(port, scenario.script, args.duration, workdir)
+        requests, p95, errors = wrk(port, script, args.duration, workdir)
         cpu = cpu_seconds(process) - cpu_before
         stats = {key.decode(): int(value) for key, value in client.hgetall(f"{prefix}:f:stats").items()}
         ratio = stats["hits"] / stats["wanted"] if stats.get("wanted") else None
@@ -205,7 +227,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3)
     parser.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
-    parser.add_argument("--only", default="abcd", help="the scenarios to run, by letter (default abcd)")
+    parser.add_argument("--only", default="abcde", help="the scenarios to run, by letter (default all)")
     args = parser.parse_args()
     database_url = asyncio.run(ensure_database(args.pg, args.products))
     client = redis.Redis.from_url(args.redis)
@@ -220,7 +242,7 @@ def main() -> None:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
                               text=True, check=True).stdout.strip()
         rows = []
-        for scenario in [s for s in scenarios(args.products) if s.name[1] in args.only]:
+        for scenario in [s for s in scenarios(args.products, database_url) if s.name[1] in args.only]:
             results = {}
             for label, tree in (("baseline", baseline), ("new", PROJECT_ROOT)):
                 log(f"{scenario.name}: {label}")
