@@ -108,3 +108,32 @@ def test_search_length_in_the_document_is_the_one_enforced(client, db: Database,
         {"loc": ["query", "q"], "msg": f"String should have at most {most} characters", "type": "string_too_long"}
     ]
 
+
+def test_responses_send_the_documented_keys_in_order(client, db: Database, document) -> None:
+    def keys(name: str) -> list[str]:
+        return list(schema(document, name)["properties"])
+
+    category = db.category("Kitchen", "Pots")
+    product = db.product("Kettle", 5.0, category)
+    db.review(product, 4, comment="fine")
+    db.inventory(product, quantity=3, reserved=1)
+
+    _, response = client.get(f"/products/{product}")
+    body = response.json
+    assert list(body) == keys("Product")
+    assert list(body["category"]) == keys("Category")
+    assert list(body["reviews"][0]) == keys("Review")
+    assert list(body["inventory"]) == keys("Inventory")
+
+    _, response = client.get("/products?include=")  # only what a Product always has
+    assert list(response.json) == keys("ProductList")
+    assert list(response.json["items"][0]) == schema(document, "Product")["required"]
+    _, response = client.get("/products?include=reviews")
+    assert list(response.json["items"][0]) == [key for key in keys("Product") if key not in ("category", "inventory")]
+
+    _, response = client.get(f"/products/{product}/reviews")
+    assert list(response.json) == keys("ReviewList") and list(response.json["items"][0]) == keys("Review")
+    _, response = client.get("/categories")
+    assert list(response.json[0]) == keys("Category")
+    _, response = post(client, {"name": "Pan", "price": 3, "category_id": category})
+    assert response.status == 201 and list(response.json) == keys("Product")
