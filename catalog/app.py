@@ -15,7 +15,7 @@ import orjson
 from sanic import Sanic
 from sanic_ext import Extend
 
-from catalog import blueprints, schemas
+from catalog import blueprints, contract
 from catalog.cache import SharedState, open_caches, react_to_product_writes
 from catalog.db import (
     RESERVED_FOR_OTHERS,
@@ -81,7 +81,7 @@ def create_app(*, settings: Settings | None = None) -> Sanic:
     app.ctx.cursor_secret = settings.secret_key.encode()
     Extend(app)
     app.ext.openapi.describe("Catalog API", version="1.0.0", description="Product catalog for the web frontend.")
-    app.ext.openapi.raw({"components": {"schemas": schemas.COMPONENTS}})
+    app.ext.openapi.raw({"components": {"schemas": contract.COMPONENTS}})
 
     for blueprint in blueprints.ALL:
         app.blueprint(blueprint)

@@ -1,51 +1,51 @@
-"""Models loaded by ``catalog.queries`` to the contract's JSON shapes (plain dicts, encoded by orjson)."""
+"""Models loaded by ``catalog.queries`` to the contract's JSON shapes (plain dicts, encoded by orjson).
+
+The keys come from the shapes declared in ``catalog.contract``, in their order (ETags and cached bytes
+depend on it); what a shape declares ``computed`` is worked out here and added in the same order.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
+from catalog.contract import CATEGORY, INVENTORY, PRODUCT, REVIEW, Shape
 from catalog.domain import PARTS, ReviewStats, Row
-from catalog.models import Category, Inventory, Product, Review
+from catalog.models import Inventory, Product
 
 NO_REVIEWS = ReviewStats(0, None)
 
 
-def category_dict(category: Row) -> dict[str, Any]:
-    return {"id": category["id"], "name": category["name"], "description": category["description"]}
+def _builder(shape: Shape, *, rows: bool = False) -> Callable[[Any], dict[str, Any]]:
+    """``lambda source: {"id": source.id, ...}`` over the shape's stored fields (``source["id"]`` for
+    ``rows``), compiled once.
+
+    A dict display is what a hand-written serialiser would be; ``dict(zip(names, attrgetter(*names)(source)))``
+    made the same dicts, but a page of products (some 160 dicts with their reviews) 1.8 times slower.
+    """
+    if not all(name.isidentifier() for name in shape.stored):
+        raise ValueError(f"{shape.name}: not attribute names: {shape.stored}")
+    read = "source[{!r}]" if rows else "source.{}"
+    display = ", ".join(f"{name!r}: {read.format(name)}" for name in shape.stored)
+    # The names are checked above, so the text is ours; a traceback through it names the shape.
+    return eval(compile(f"lambda source: {{{display}}}", f"<{__name__}: {shape.name}>", "eval"))
 
 
-def _category(category: Category | None) -> dict[str, Any] | None:
-    if category is None:
-        return None
-    return {"id": category.id, "name": category.name, "description": category.description}
+category_dict: Callable[[Row], dict[str, Any]] = _builder(CATEGORY, rows=True)
+review_dict: Callable[[Row], dict[str, Any]] = _builder(REVIEW, rows=True)
+_category = _builder(CATEGORY)
+_review = _builder(REVIEW)
+_inventory = _builder(INVENTORY)
+_product = _builder(PRODUCT)
 
 
-def review_dict(review: Row) -> dict[str, Any]:
-    return {
-        "id": review["id"],
-        "user_id": review["user_id"],
-        "rating": review["rating"],
-        "comment": review["comment"],
-        "created_at": review["created_at"],
-    }
-
-
-def _review(review: Review) -> dict[str, Any]:
-    return {
-        "id": review.id,
-        "user_id": review.user_id,
-        "rating": review.rating,
-        "comment": review.comment,
-        "created_at": review.created_at,
-    }
-
-
-def _inventory(inventory: Inventory | None) -> dict[str, Any] | None:
-    if inventory is None:
-        return None
+def _inventory_dict(inventory: Inventory) -> dict[str, Any]:
+    body = _inventory(inventory)
     available = inventory.quantity - inventory.reserved
-    return {"quantity": inventory.quantity, "reserved": inventory.reserved, "available": available, "in_stock": available > 0}
+    body["available"] = available
+    body["in_stock"] = available > 0
+    return body
 
 
 def product_dict(product: Product, parts: frozenset[str] = PARTS, stats: ReviewStats | None = None) -> dict[str, Any]:
@@ -53,24 +53,18 @@ def product_dict(product: Product, parts: frozenset[str] = PARTS, stats: ReviewS
 
     Without its reviews loaded, a product's review count and average come from ``stats`` (SQL).
     """
-    body: dict[str, Any] = {
-        "id": product.id,
-        "name": product.name,
-        "description": product.description,
-        "price": product.price,
-        "category_id": product.category_id,
-        "is_active": product.is_active,
-        "created_at": product.created_at,
-    }
+    body = _product(product)
     if "category" in parts:
-        body["category"] = _category(product.category)
+        category = product.category
+        body["category"] = None if category is None else _category(category)
     if "reviews" in parts:
         reviews = product.reviews.related_objects
         ratings = [review.rating for review in reviews]
         body["reviews"] = [_review(review) for review in reviews]
         stats = ReviewStats(len(ratings), sum(ratings) / len(ratings) if ratings else None)
     if "inventory" in parts:
-        body["inventory"] = _inventory(product.inventory)
+        inventory = product.inventory
+        body["inventory"] = None if inventory is None else _inventory_dict(inventory)
     stats = stats or NO_REVIEWS
     body["average_rating"] = stats.average
     body["review_count"] = stats.count

@@ -7,20 +7,18 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 
 from sanic import Request
 from sanic.request import RequestParameters
 
-from catalog.domain import MAX_BATCH_IDS, MAX_DB_ID
+from catalog.contract import MAX_SEARCH_LENGTH, MIN_PRICE, PRODUCT_CREATE, Field, Shape
+from catalog.domain import MAX_BATCH_IDS, MAX_DB_ID, is_db_id
 
 TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
 FALSE_WORDS = frozenset({"false", "0", "no", "off"})
 INTEGER = re.compile(r"[+-]?\d{1,30}")
-NAME_MAX_LENGTH = 200
-# PostgreSQL text cannot hold NUL characters: refused here rather than failing in the database.
-NUL_MESSAGE = "String should not contain NUL characters"
-MAX_SEARCH_LENGTH = 200
 MAX_SEARCH_WORDS = 10
 # Letters and digits only: whatever else is in q (tsquery operators included) only separates words.
 SEARCH_WORD = re.compile(r"[^\W_]+")
@@ -41,6 +39,15 @@ def parse_int(raw: str) -> int | None:
     return int(text) if INTEGER.fullmatch(text) else None
 
 
+def range_error(value: float, minimum: float | None, maximum: float | None) -> tuple[str, str] | None:
+    """The message and type of ``value`` outside ``minimum`` .. ``maximum`` (either may be None), or None."""
+    if minimum is not None and value < minimum:
+        return f"Input should be greater than or equal to {minimum}", "greater_than_equal"
+    if maximum is not None and value > maximum:
+        return f"Input should be less than or equal to {maximum}", "less_than_equal"
+    return None
+
+
 class Collector:
     """Gathers field errors so a request reports all of them, then raises once."""
 
@@ -54,10 +61,8 @@ class Collector:
         value = parse_int(raw)
         if value is None:
             self.add(loc, "Input should be a valid integer, unable to parse string as an integer", "int_parsing")
-        elif value < ge:
-            self.add(loc, f"Input should be greater than or equal to {ge}", "greater_than_equal")
-        elif value > le:
-            self.add(loc, f"Input should be less than or equal to {le}", "less_than_equal")
+        elif error := range_error(value, ge, le):
+            self.add(loc, *error)
         else:
             return value
         return None
@@ -124,8 +129,8 @@ class QueryReader(Collector):
             return None
         if not math.isfinite(value):
             self.add(("query", name), "Input should be a finite number", "finite_number")
-        elif value < 0:
-            self.add(("query", name), "Input should be greater than or equal to 0", "greater_than_equal")
+        elif error := range_error(value, MIN_PRICE, None):
+            self.add(("query", name), *error)
         else:
             return value
         return None
@@ -187,73 +192,77 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def product_fields(body: Any, *, partial: bool) -> dict[str, Any]:
-    """The product fields of a POST (``partial=False``) or PUT body; unknown fields are ignored."""
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# What passes for each JSON type a body field may have, and the error for a value that does not.
+TYPE_CHECKS: dict[str, tuple[Callable[[Any], bool], str, str]] = {
+    "string": (lambda value: isinstance(value, str), "Input should be a valid string", "string_type"),
+    "number": (_is_number, "Input should be a valid number", "float_type"),
+    "integer": (_is_integer, "Input should be a valid integer", "int_type"),
+    "boolean": (lambda value: isinstance(value, bool), "Input should be a valid boolean", "bool_type"),
+}
+
+
+def body_fields(shape: Shape, body: Any) -> dict[str, Any]:
+    """The fields of ``shape`` in a JSON body, checked as the shape declares them; unknown fields are ignored.
+
+    Every bad field is reported, in the shape's order; a missing required field where it would have been.
+    """
     errors = Collector()
     if not isinstance(body, dict):
         errors.add(("body",), "Input should be a valid dictionary or object", "dict_type")
         errors.raise_if_any()
     fields: dict[str, Any] = {}
-
-    if "name" in body:
-        name = body["name"]
-        if not isinstance(name, str):
-            errors.add(("body", "name"), "Input should be a valid string", "string_type")
-        elif not 1 <= len(name) <= NAME_MAX_LENGTH:
-            kind = "string_too_short" if not name else "string_too_long"
-            errors.add(("body", "name"), f"String should have 1 to {NAME_MAX_LENGTH} characters", kind)
-        elif "\x00" in name:
-            errors.add(("body", "name"), NUL_MESSAGE, "string_pattern_mismatch")
+    for field in shape.fields:
+        if field.name not in body:
+            if field.required:
+                errors.add(("body", field.name), "Field required", "missing")
+            continue
+        value = body[field.name]
+        if error := _field_error(field, value):
+            errors.add(("body", field.name), *error)
         else:
-            fields["name"] = name
-    elif not partial:
-        errors.add(("body", "name"), "Field required", "missing")
-
-    if "description" in body:
-        description = body["description"]
-        if description is not None and not isinstance(description, str):
-            errors.add(("body", "description"), "Input should be a valid string", "string_type")
-        elif description is not None and "\x00" in description:
-            errors.add(("body", "description"), NUL_MESSAGE, "string_pattern_mismatch")
-        else:
-            fields["description"] = description
-
-    if "price" in body:
-        price = body["price"]
-        if not _is_number(price):
-            errors.add(("body", "price"), "Input should be a valid number", "float_type")
-        elif not math.isfinite(price):
-            errors.add(("body", "price"), "Input should be a finite number", "finite_number")
-        elif price < 0:
-            errors.add(("body", "price"), "Input should be greater than or equal to 0", "greater_than_equal")
-        else:
-            fields["price"] = float(price)
-    elif not partial:
-        errors.add(("body", "price"), "Field required", "missing")
-
-    if "category_id" in body:
-        category_id = body["category_id"]
-        if category_id is not None and (not isinstance(category_id, int) or isinstance(category_id, bool)):
-            errors.add(("body", "category_id"), "Input should be a valid integer", "int_type")
-        elif category_id is not None and not 1 <= category_id <= MAX_DB_ID:
-            errors.errors.append(_unknown_category(category_id))
-        else:
-            fields["category_id"] = category_id
-
-    if partial and "is_active" in body:
-        is_active = body["is_active"]
-        if not isinstance(is_active, bool):
-            errors.add(("body", "is_active"), "Input should be a valid boolean", "bool_type")
-        else:
-            fields["is_active"] = is_active
-
+            # JSON has one number type: a price sent as 5 is a float like any other.
+            fields[field.name] = float(value) if field.type == "number" and value is not None else value
     errors.raise_if_any()
     return fields
 
 
-def _unknown_category(category_id: Any) -> dict[str, Any]:
-    return field_error(("body", "category_id"), f"Category {category_id} does not exist", "foreign_key")
+def _field_error(field: Field, value: Any) -> tuple[str, str] | None:
+    """The message and type of what is wrong with ``value`` for ``field``, or None: the type first, then
+    the bounds, so each field reports one error."""
+    if value is None and field.nullable:
+        return None
+    accepts, message, kind = TYPE_CHECKS[field.type]
+    if not accepts(value):
+        return message, kind
+    if field.type == "string":
+        return _string_error(field, value)
+    if field.type == "number" and not math.isfinite(value):
+        return "Input should be a finite number", "finite_number"
+    if field.references is not None and not is_db_id(value):  # no row can have it
+        return _unknown_reference(field, value)
+    return range_error(value, field.minimum, field.maximum)
+
+
+def _string_error(field: Field, value: str) -> tuple[str, str] | None:
+    if field.length is not None:
+        fewest, most = field.length
+        if not fewest <= len(value) <= most:
+            kind = "string_too_short" if len(value) < fewest else "string_too_long"
+            return f"String should have {fewest} to {most} characters", kind
+    if field.pattern is not None and not re.search(field.pattern.regex, value):
+        return field.pattern.message, "string_pattern_mismatch"
+    return None
+
+
+def _unknown_reference(field: Field, value: Any) -> tuple[str, str]:
+    return f"{field.references} {value} does not exist", "foreign_key"
 
 
 def unknown_category_error(category_id: Any) -> RequestValidationError:
-    return RequestValidationError([_unknown_category(category_id)])
+    """A product body's category_id that names no category (found when the write tried it)."""
+    field = PRODUCT_CREATE["category_id"]
+    return RequestValidationError([field_error(("body", field.name), *_unknown_reference(field, category_id))])

@@ -249,3 +249,58 @@ def test_injection_in_every_parameter_and_field_changes_nothing(client, db: Data
     assert response.status == 200 and response.json["name"] == payload  # stored as text, never run
     after = db.fetch("SELECT (SELECT count(*) FROM products), (SELECT count(*) FROM reviews)")[0]
     assert tuple(after) == tuple(before)
+
+
+def error(field: str, msg: str, type_: str) -> dict:
+    return {"loc": ["body", field], "msg": msg, "type": type_}
+
+
+@pytest.mark.parametrize(
+    ("method", "body", "detail"),
+    [
+        ("POST", {}, [error("name", "Field required", "missing"), error("price", "Field required", "missing")]),
+        ("POST", {"name": "x" * 201, "price": -1, "description": "a\x00", "category_id": 0, "is_active": "ignored"}, [
+            error("name", "String should have 1 to 200 characters", "string_too_long"),
+            error("description", "String should not contain NUL characters", "string_pattern_mismatch"),
+            error("price", "Input should be greater than or equal to 0", "greater_than_equal"),
+            error("category_id", "Category 0 does not exist", "foreign_key"),
+        ]),
+        ("POST", {"category_id": 1.5, "description": 3, "price": True, "name": ""}, [
+            error("name", "String should have 1 to 200 characters", "string_too_short"),
+            error("description", "Input should be a valid string", "string_type"),
+            error("price", "Input should be a valid number", "float_type"),
+            error("category_id", "Input should be a valid integer", "int_type"),
+        ]),
+        ("POST", {"name": "x", "price": 1, "category_id": 2**31}, [
+            error("category_id", "Category 2147483648 does not exist", "foreign_key"),
+        ]),
+        ("POST", [1], [{"loc": ["body"], "msg": "Input should be a valid dictionary or object", "type": "dict_type"}]),
+        ("PUT", {"is_active": "yes", "category_id": True, "price": "12", "name": None}, [
+            error("name", "Input should be a valid string", "string_type"),
+            error("price", "Input should be a valid number", "float_type"),
+            error("category_id", "Input should be a valid integer", "int_type"),
+            error("is_active", "Input should be a valid boolean", "bool_type"),
+        ]),
+        ("PUT", {"name": "\x00", "unknown": 1}, [
+            error("name", "String should not contain NUL characters", "string_pattern_mismatch"),
+        ]),
+    ],
+)
+def test_body_errors_word_for_word(client, db: Database, method: str, body: object, detail: list) -> None:
+    """The frontend shows these messages: their wording, types and order are part of the contract."""
+    product = db.product("Kettle", 5.0)
+    if method == "POST":
+        _, response = post_raw(client, orjson.dumps(body))
+    else:
+        _, response = client.put(f"/products/{product}", content=orjson.dumps(body))
+    assert response.status == 422 and response.json == {"detail": detail}
+    assert db.fetchval("SELECT count(*) FROM products") == 1
+
+
+def test_a_category_that_does_not_exist_is_named(client, db: Database) -> None:
+    missing = db.category() + 1000
+    _, response = post_raw(client, orjson.dumps({"name": "x", "price": 1, "category_id": missing}))
+    assert response.json == {"detail": [error("category_id", f"Category {missing} does not exist", "foreign_key")]}
+    product = db.product()
+    _, response = client.put(f"/products/{product}", content=orjson.dumps({"category_id": missing}))
+    assert response.json == {"detail": [error("category_id", f"Category {missing} does not exist", "foreign_key")]}

@@ -20,6 +20,12 @@ from catalog.cache.invalidation import (
     product_generation,
 )
 from catalog.cache.responses import Produced
+from catalog.contract import (
+    MAX_SEARCH_LENGTH,
+    MIN_PRICE,
+    PRODUCT_CREATE,
+    PRODUCT_UPDATE,
+)
 from catalog.domain import (
     DEFAULT_PAGE_SIZE,
     MAX_BATCH_IDS,
@@ -37,9 +43,9 @@ from catalog.serialize import product_dict, product_page, review_page
 from catalog.validation import (
     QueryReader,
     RequestValidationError,
+    body_fields,
     field_error,
     path_int,
-    product_fields,
     unknown_category_error,
 )
 
@@ -131,9 +137,9 @@ class ListQuery:
         schemas.query("cursor", String(), "X-Next-Cursor or X-Prev-Cursor of a page; wins over page"),
         schemas.query("page", Integer(minimum=1), "default 1"),
         schemas.query("sort", String(enum=list(SORTS)), "default id"),
-        schemas.query("min_price", Float(minimum=0), "inclusive"),
-        schemas.query("max_price", Float(minimum=0), "inclusive; not below min_price"),
-        schemas.query("q", String(maxLength=200), "name search: every word matches the start of a word"),
+        schemas.query("min_price", Float(minimum=MIN_PRICE), "inclusive"),
+        schemas.query("max_price", Float(minimum=MIN_PRICE), "inclusive; not below min_price"),
+        schemas.query("q", String(maxLength=MAX_SEARCH_LENGTH), "name search: every word matches the start of a word"),
         schemas.query("include", String(), "parts to embed, comma-separated: category, inventory, reviews (default all)"),
     ],
     response=[schemas.ok(schemas.ref("ProductList")), schemas.UNPROCESSABLE],
@@ -313,11 +319,11 @@ def _json_body(request: Request) -> object:
 @openapi.definition(
     summary="Create a product",
     tag="products",
-    body=schemas.body("ProductCreate"),
+    body=schemas.body(PRODUCT_CREATE),
     response=[schemas.ok(schemas.ref("Product"), status=201), schemas.UNPROCESSABLE, UNSUPPORTED],
 )
 async def create_product(request: Request) -> HTTPResponse:
-    fields = product_fields(_json_body(request), partial=False)
+    fields = body_fields(PRODUCT_CREATE, _json_body(request))
     async with events.product_write(request.app):
         try:
             product = await queries.create_product(fields)
@@ -335,12 +341,12 @@ async def create_product(request: Request) -> HTTPResponse:
     summary="Change any subset of name, description, price, category_id, is_active",
     tag="products",
     parameter=PRODUCT_ID,
-    body=schemas.body("ProductUpdate"),
+    body=schemas.body(PRODUCT_UPDATE),
     response=[schemas.ok(schemas.ref("Product")), schemas.NOT_FOUND, schemas.UNPROCESSABLE, UNSUPPORTED],
 )
 async def update_product(request: Request, product_id: str) -> HTTPResponse:
     identifier = path_int("product_id", product_id)
-    changes = product_fields(_json_body(request), partial=True)
+    changes = body_fields(PRODUCT_UPDATE, _json_body(request))
     async with events.product_write(request.app):
         try:
             updated = await queries.update_product(identifier, changes)
