@@ -34,10 +34,16 @@ class UnknownCategory(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ProductState:
-    """What of a product decides which lists and counts it belongs to."""
+    """What of a product decides which lists and counts it belongs to, and where it stands in them."""
 
     is_active: bool
     category_id: int | None
+    price: float
+    name: str
+
+    @classmethod
+    def of(cls, product: Any) -> ProductState:
+        return cls(product.is_active, product.category_id, product.price, product.name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ its keys query and its fragment.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -40,24 +41,42 @@ async def _build(ids: list[int], parts: frozenset[str]) -> dict[int, bytes]:
     }
 
 
-async def product_fragments(caches: Caches, ids: list[int], parts: frozenset[str]) -> dict[int, tuple[bytes, bytes]]:
+@dataclass(frozen=True, slots=True)
+class ProductsJSON:
+    """The placement and JSON of products by id, and the generations they were read under
+    (``catalog.cache.fragments.Fragments``)."""
+
+    found: dict[int, tuple[bytes, bytes]]
+    generations: dict[str, str] | None
+
+
+async def product_fragments(caches: Caches, ids: list[int], parts: frozenset[str]) -> ProductsJSON:
     """The placement and JSON of each existing product of ``ids``: cached fragments, the missing ones loaded
     and serialised once, then kept for the next page, batch or product that shows them."""
-    found = await caches.fragments.get(ids, parts, lambda missing: _build(missing, parts))
-    return {product_id: fragment.partition(b"\n")[::2] for product_id, fragment in found.items()}
+    fragments = await caches.fragments.get(ids, parts, lambda missing: _build(missing, parts))
+    found = {product_id: fragment.partition(b"\n")[::2] for product_id, fragment in fragments.found.items()}
+    return ProductsJSON(found, fragments.generations)
 
 
-async def page_items(caches: Caches, keys: list[Row], parts: frozenset[str]) -> list[orjson.Fragment]:
+@dataclass(frozen=True, slots=True)
+class PageItems:
+    items: list[orjson.Fragment]
+    shown: dict[str, str] | None  # the generations of the products shown, as read before their JSON
+
+
+async def page_items(caches: Caches, keys: list[Row], parts: frozenset[str]) -> PageItems:
     """The products of a page's keys, each where its key placed it.
 
     A product written between the keys query and its fragment (or changed behind the cache) is read again;
     one that has moved meanwhile is left out, as a page read a moment later would not hold it there.
     """
-    found = await product_fragments(caches, [key["id"] for key in keys], parts)
+    products = await product_fragments(caches, [key["id"] for key in keys], parts)
+    found = products.found
     placements = {key["id"]: _placement(key[column] for column in PLACEMENT) for key in keys}
     moved = [i for i, placement in placements.items() if i in found and found[i][0] != placement]
     if moved:
         found.update((i, fragment.partition(b"\n")[::2]) for i, fragment in (await _build(moved, parts)).items())
-    return [
+    items = [
         orjson.Fragment(found[i][1]) for i, placement in placements.items() if i in found and found[i][0] == placement
     ]
+    return PageItems(items, products.generations)

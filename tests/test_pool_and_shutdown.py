@@ -145,8 +145,8 @@ def shutdown(database: str, server_env: dict[str, str], tmp_path_factory: pytest
     """SIGTERM while PUTs wait on the test's lock on their row; the lock is released a little later."""
     product_id = fetch(database, "SELECT min(id) AS id FROM products")[0]["id"]
     port = free_port()
-    process = start_sanic({**server_env, "SANIC_GRACEFUL_SHUTDOWN_TIMEOUT": "15"}, port,
-                          tmp_path_factory.mktemp("shutdown") / "server.log")
+    log = tmp_path_factory.mktemp("shutdown") / "server.log"
+    process = start_sanic({**server_env, "SANIC_GRACEFUL_SHUTDOWN_TIMEOUT": "15"}, port, log)
 
     async def stop_while_requests_wait() -> tuple[list[httpx.Response | BaseException], httpx.Response | Exception]:
         lock, monitor = await connect(database), await connect(database)
@@ -191,6 +191,8 @@ def shutdown(database: str, server_env: dict[str, str], tmp_path_factory: pytest
     outcome = Shutdown(product_id, puts, late, exit_code, exited - times["signalled"], exited - times["released"])
     print(f"\nexit {exit_code} {outcome.seconds:.1f} s after SIGTERM, {outcome.after_release_s:.1f} s after the "
           f"lock's release; new connection during the shutdown: {late!r}")
+    if exit_code != 0:  # what the server said of it, for the failure's report
+        print(log.read_text()[-4000:])
     return outcome
 
 

@@ -14,11 +14,7 @@ from sanic_ext.extensions.openapi.types import Array, Float, Integer, String
 from catalog import cursor, events, queries, reads, schemas
 from catalog.blueprints.cached import Entry, cached
 from catalog.cache import Caches
-from catalog.cache.invalidation import (
-    ALL_PRODUCTS,
-    category_generation,
-    product_generation,
-)
+from catalog.cache.invalidation import list_dependencies, product_generation
 from catalog.cache.responses import Produced
 from catalog.contract import (
     MAX_SEARCH_LENGTH,
@@ -111,7 +107,7 @@ class ListQuery:
         )
 
     def entry(self) -> Entry[ListQuery]:
-        return Entry(self, self.cache_key(), [_list_generation(self.filters)])
+        return Entry(self, self.cache_key(), list_dependencies(self.filters, self.ordering))
 
     def link(self, request: Request, cursor_text: str) -> str:
         params: dict[str, str | int | float] = {"page_size": self.page_size, "is_active": str(self.filters.is_active).lower()}
@@ -151,14 +147,14 @@ async def list_products(request: Request, listing: ListQuery) -> Produced:
     key_page = await queries.page_keys(
         listing.filters, listing.ordering, listing.page_size, after=after, before=before, skip=skip
     )
-    items = await reads.page_items(caches, key_page.keys, listing.parts)
+    page = await reads.page_items(caches, key_page.keys, listing.parts)
     total, exact = await caches.totals.total(listing.filters)
     headers = _paging_headers(request, listing, key_page)
     if not exact:
         headers[TOTAL_ESTIMATED] = "true"
-    body = product_page(items, total=total, page_number=listing.page, page_size=listing.page_size)
+    body = product_page(page.items, total=total, page_number=listing.page, page_size=listing.page_size)
     # A page whose total is only an estimate is not kept: the exact count is on its way.
-    return Produced(body, headers, exact)
+    return Produced(body, headers, exact, checks=page.shown)
 
 
 async def _page_start(caches: Caches, listing: ListQuery) -> tuple[Keyset | None, Keyset | None, int]:
@@ -200,12 +196,6 @@ def _paging_headers(request: Request, listing: ListQuery, key_page: queries.KeyP
     return headers
 
 
-def _list_generation(filters: ProductFilter) -> str:
-    if filters.category_id is None:
-        return ALL_PRODUCTS
-    return category_generation(filters.category_id)
-
-
 @bp.get("/batch")
 @openapi.definition(
     summary="Products by id, in the order given; absent ids left out",
@@ -220,8 +210,8 @@ def _list_generation(filters: ProductFilter) -> str:
 )
 @cached(lambda request: batch_entry(request))
 async def batch(request: Request, ids: list[int]) -> Produced:
-    fragments = await reads.product_fragments(request.app.ctx.caches, ids, PARTS)
-    return Produced([orjson.Fragment(fragments[product_id][1]) for product_id in ids if product_id in fragments])
+    found = (await reads.product_fragments(request.app.ctx.caches, ids, PARTS)).found
+    return Produced([orjson.Fragment(found[product_id][1]) for product_id in ids if product_id in found])
 
 
 def batch_entry(request: Request) -> Entry[list[int]]:
@@ -241,7 +231,7 @@ def batch_entry(request: Request) -> Entry[list[int]]:
 )
 @cached(lambda request, product_id: product_entry(path_int("product_id", product_id)))
 async def get_product(request: Request, product_id: int) -> Produced:
-    fragment = (await reads.product_fragments(request.app.ctx.caches, [product_id], PARTS)).get(product_id)
+    fragment = (await reads.product_fragments(request.app.ctx.caches, [product_id], PARTS)).found.get(product_id)
     if fragment is None:  # kept too: creating this id bumps its generation
         return Produced({"detail": PRODUCT_NOT_FOUND}, status=404)
     return Produced(orjson.Fragment(fragment[1]))
@@ -331,8 +321,7 @@ async def create_product(request: Request) -> HTTPResponse:
             raise unknown_category_error(fields.get("category_id")) from None
         if product is None:
             raise NotFound(PRODUCT_NOT_FOUND)
-        after = ProductState(product.is_active, product.category_id)
-        await events.product_changed(request.app, product.id, None, after)
+        await events.product_changed(request.app, product.id, None, ProductState.of(product))
     return json(product_dict(product), status=201)
 
 
@@ -356,8 +345,7 @@ async def update_product(request: Request, product_id: str) -> HTTPResponse:
             raise NotFound(PRODUCT_NOT_FOUND)
         before, product = updated
         if changes:
-            after = ProductState(product.is_active, product.category_id)
-            await events.product_changed(request.app, identifier, before, after)
+            await events.product_changed(request.app, identifier, before, ProductState.of(product))
     return json(product_dict(product))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 
 from catalog import queries
+from catalog.cache.backends import Kept
 from catalog.cache.counts import count_name
 from catalog.cache.invalidation import membership_generation
 from catalog.cache.resilient import ResilientCache
@@ -46,8 +47,8 @@ class PageAnchors:
         if not lookup.leader:
             return None
 
-        async def make() -> tuple[list[int], bytes]:
+        async def make() -> tuple[list[int], Kept]:
             anchors = await queries.page_anchors(filters, self.every)
-            return anchors, orjson.dumps(anchors)
+            return anchors, Kept(orjson.dumps(anchors))
 
         return await self.cache.compute(lookup.key, make)

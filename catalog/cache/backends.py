@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any, Protocol
 
@@ -52,6 +52,21 @@ class Lookup:
 
 
 @dataclass(frozen=True, slots=True)
+class Kept:
+    """What a computed entry keeps: its bytes, and the generations (name -> value as read before it was
+    made) that must still hold for it to be served, beyond those of its key."""
+
+    value: bytes
+    checks: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Peek:
+    value: bytes | None  # the entry, once filled
+    stale: bool = False  # filled, but from data a write has changed since: not worth waiting for
+
+
+@dataclass(frozen=True, slots=True)
 class CountRead:
     value: int | None
     ttl_s: float
@@ -60,8 +75,8 @@ class CountRead:
 
 class Backend(Protocol):
     async def lookup(self, base: str, dependencies: Sequence[str]) -> Lookup: ...
-    async def peek(self, key: str) -> bytes | None: ...
-    async def fill(self, key: str, value: bytes) -> None: ...
+    async def peek(self, key: str) -> Peek: ...
+    async def fill(self, key: str, value: bytes, checks: Mapping[str, str]) -> None: ...
     async def release(self, key: str) -> None: ...
     async def write_started(self) -> None: ...
     async def write_finished(self) -> None: ...
@@ -73,15 +88,37 @@ class Backend(Protocol):
     async def close(self) -> None: ...
 
 
-# KEYS: epoch, generations...  ARGV: entry key base, lock milliseconds.
-LOOKUP = """
+# An entry is stored as its checks (``name=value`` generations, space-separated), a newline, its bytes.
+# entry(key, generation key prefix) gives the bytes while every check holds, else false, and whether
+# the entry was there but stale (then it is deleted).
+ENTRY = """
+local function entry(key, generations)
+  local stored = redis.call('GET', key)
+  if not stored then return false, false end
+  local cut = string.find(stored, '\\n', 1, true)
+  for name, seen in string.gmatch(string.sub(stored, 1, cut - 1), '([^ =]+)=([^ ]+)') do
+    if (redis.call('GET', generations .. name) or '0') ~= seen then
+      redis.call('DEL', key)
+      return false, true
+    end
+  end
+  return string.sub(stored, cut + 1), false
+end
+"""
+# KEYS: epoch, generations...  ARGV: entry key base, lock milliseconds, generation key prefix.
+LOOKUP = ENTRY + """
 local parts = {ARGV[1], redis.call('GET', KEYS[1]) or '0'}
 for i = 2, #KEYS do parts[#parts + 1] = redis.call('GET', KEYS[i]) or '0' end
 local key = table.concat(parts, '|')
-local value = redis.call('GET', key)
+local value = entry(key, ARGV[3])
 if value then return {key, value, 0} end
 if redis.call('SET', key .. '|lock', '1', 'NX', 'PX', ARGV[2]) then return {key, false, 1} end
 return {key, false, 0}
+"""
+# ARGV: entry key, generation key prefix.  The entry (false: none), and 1 when it was stale.
+PEEK = ENTRY + """
+local value, stale = entry(ARGV[1], ARGV[2])
+return {value, stale and 1 or 0}
 """
 # KEYS: epoch, counts version.  ARGV: count key prefix, names..., deltas...
 ADJUST_COUNTS = """
@@ -120,27 +157,33 @@ class RedisBackend:
         self.prefix = settings.cache_prefix
         self.ttl_ms = int(settings.cache_ttl * 1000)
         self.epoch = f"{self.prefix}:epoch"
+        self.generations = f"{self.prefix}:g:"
         self.counts_version = f"{self.prefix}:counts_version"
         self.writes_in_flight = f"{self.prefix}:writes_in_flight"
         self._lookup = client.register_script(LOOKUP)
+        self._peek = client.register_script(PEEK)
         self._adjust = client.register_script(ADJUST_COUNTS)
         self._read_count = client.register_script(READ_COUNT)
         self._write_count = client.register_script(WRITE_COUNT)
 
     def generation_key(self, name: str) -> str:
-        return f"{self.prefix}:g:{name}"
+        return f"{self.generations}{name}"
 
     async def lookup(self, base: str, dependencies: Sequence[str]) -> Lookup:
         keys = [self.epoch, *(self.generation_key(name) for name in dependencies)]
-        key, value, leader = await self._lookup(keys=keys, args=[f"{self.prefix}:r:{base}", FILL_LOCK_MS])
+        key, value, leader = await self._lookup(
+            keys=keys, args=[f"{self.prefix}:r:{base}", FILL_LOCK_MS, self.generations]
+        )
         return Lookup(key.decode(), value, bool(leader) or value is not None)
 
-    async def peek(self, key: str) -> bytes | None:
-        return await self.client.get(key)
+    async def peek(self, key: str) -> Peek:
+        value, stale = await self._peek(args=[key, self.generations])
+        return Peek(value, stale=bool(stale))
 
-    async def fill(self, key: str, value: bytes) -> None:
+    async def fill(self, key: str, value: bytes, checks: Mapping[str, str]) -> None:
+        header = " ".join(f"{name}={seen}" for name, seen in checks.items()).encode()
         async with self.client.pipeline(transaction=False) as pipe:
-            pipe.set(key, value, px=self.ttl_ms).delete(f"{key}|lock")
+            pipe.set(key, header + b"\n" + value, px=self.ttl_ms).delete(f"{key}|lock")
             await pipe.execute()
 
     async def release(self, key: str) -> None:
@@ -200,14 +243,14 @@ class MemoryBackend:
         self.ttl = settings.cache_ttl
         self.entries: dict[str, tuple[float, Any]] = {}
 
-    def _get(self, key: str) -> Any:
+    def get(self, key: str) -> Any:
         found = self.entries.get(key)
         if found is None or found[0] <= time.monotonic():
             self.entries.pop(key, None)
             return None
         return found[1]
 
-    def _set(self, key: str, value: Any) -> None:
+    def set(self, key: str, value: Any) -> None:
         if len(self.entries) > 10_000:  # bounded: drop what has expired, then the oldest half
             now = time.monotonic()
             self.entries = {k: v for k, v in self.entries.items() if v[0] > now}
@@ -217,13 +260,14 @@ class MemoryBackend:
 
     async def lookup(self, base: str, dependencies: Sequence[str]) -> Lookup:
         key = f"{base}|{self.generation.value}"
-        return Lookup(key, self._get(key))
+        return Lookup(key, self.get(key))
 
-    async def peek(self, key: str) -> bytes | None:
-        return self._get(key)
+    async def peek(self, key: str) -> Peek:
+        return Peek(self.get(key))
 
-    async def fill(self, key: str, value: bytes) -> None:
-        self._set(key, value)
+    async def fill(self, key: str, value: bytes, checks: Mapping[str, str]) -> None:
+        """``checks`` need no keeping: any product write bumps the generation every key holds."""
+        self.set(key, value)
 
     async def release(self, key: str) -> None:
         """Nothing to release: in process, every worker computes its own entries."""
@@ -247,7 +291,7 @@ class MemoryBackend:
 
     async def write_count(self, name: str, value: int, version: str) -> None:
         if version == str(self.generation.value):
-            self._set(f"n:{name}|{version}", value)
+            self.set(f"n:{name}|{version}", value)
 
     async def forget_everything(self) -> None:
         self.entries.clear()

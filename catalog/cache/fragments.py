@@ -22,14 +22,17 @@ from catalog.cache.resilient import ResilientCache
 from config.settings import Settings
 
 # KEYS: epoch, the products' generations.  ARGV: key prefix, parts, the products' ids (in KEYS' order).
-# Returns each product's key and fragment (nil when missing), and counts lookups and hits in one hash.
+# Returns each product's generation, key and fragment (nil when missing), and counts lookups and hits in
+# one hash.
 READ_FRAGMENTS = """
 local epoch = redis.call('GET', KEYS[1]) or '0'
 local out, hits = {}, 0
 for i = 2, #KEYS do
-  local key = ARGV[1] .. ARGV[i + 1] .. '|' .. ARGV[2] .. '|' .. epoch .. '|' .. (redis.call('GET', KEYS[i]) or '0')
+  local generation = redis.call('GET', KEYS[i]) or '0'
+  local key = ARGV[1] .. ARGV[i + 1] .. '|' .. ARGV[2] .. '|' .. epoch .. '|' .. generation
   local value = redis.call('GET', key)
   if value then hits = hits + 1 end
+  out[#out + 1] = generation
   out[#out + 1] = key
   out[#out + 1] = value
 end
@@ -51,6 +54,8 @@ return #KEYS
 class FragmentRead:
     found: dict[int, bytes]
     keys: dict[int, str]  # where each product's fragment goes, under the generation read now
+    # Each product's generation as read before its fragment (none from a store that keeps no such thing).
+    generations: dict[str, str]
 
 
 class FragmentStore(Protocol):
@@ -72,19 +77,21 @@ class RedisFragments:
     async def read(self, ids: Sequence[int], parts: str) -> FragmentRead:
         keys = [self.backend.epoch, *(self.backend.generation_key(product_generation(i)) for i in ids)]
         reply = await self._read(keys=keys, args=[self.prefix, parts, *ids])
-        found, where = {}, {}
-        for product_id, key, value in zip(ids, reply[::2], reply[1::2], strict=True):
+        found, where, generations = {}, {}, {}
+        for product_id, generation, key, value in zip(ids, reply[::3], reply[1::3], reply[2::3], strict=True):
+            generations[product_generation(product_id)] = generation.decode()
             where[product_id] = key.decode()
             if value is not None:
                 found[product_id] = value
-        return FragmentRead(found, where)
+        return FragmentRead(found, where, generations)
 
     async def write(self, fragments: dict[str, bytes]) -> None:
         await self._write(keys=list(fragments), args=[self.ttl_ms, *fragments.values()])
 
 
 class MemoryFragments:
-    """In process: keyed by the generation every product write bumps (shared by the host's workers)."""
+    """In process: keyed by the generation every product write bumps (shared by the host's workers), which
+    the in-process response cache's keys hold too: it needs no product's generation."""
 
     def __init__(self, backend: MemoryBackend) -> None:
         self.backend = backend
@@ -94,17 +101,26 @@ class MemoryFragments:
         where = {product_id: f"f:{product_id}|{parts}|{generation}" for product_id in ids}
         found = {}
         for product_id, key in where.items():
-            value = await self.backend.peek(key)
+            value = self.backend.get(key)
             if value is not None:
                 found[product_id] = value
-        return FragmentRead(found, where)
+        return FragmentRead(found, where, {})
 
     async def write(self, fragments: dict[str, bytes]) -> None:
         for key, value in fragments.items():
-            await self.backend.fill(key, value)
+            self.backend.set(key, value)
 
 
 Build = Callable[[list[int]], Awaitable[dict[int, bytes]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Fragments:
+    """The JSON of products by id, and what it was read under: each product's generation (name -> value),
+    empty when the store needs none; None when unknown (the store failed), so nothing made of it is kept."""
+
+    found: dict[int, bytes]
+    generations: dict[str, str] | None
 
 
 class ProductFragments:
@@ -117,11 +133,11 @@ class ProductFragments:
             RedisFragments(backend, settings) if isinstance(backend, RedisBackend) else MemoryFragments(backend)  # type: ignore[arg-type]
         )
 
-    async def get(self, ids: Sequence[int], parts: frozenset[str], build: Build) -> dict[int, bytes]:
+    async def get(self, ids: Sequence[int], parts: frozenset[str], build: Build) -> Fragments:
         """The fragment of each of ``ids`` that exists (absent products are left out, and never kept)."""
         wanted = list(dict.fromkeys(ids))
         if not wanted:
-            return {}
+            return Fragments({}, {})
         name = ",".join(sorted(parts))
         read: FragmentRead | None = await self.store.guarded(lambda: self.fragments.read(wanted, name), None)
         found = dict(read.found) if read is not None else {}
@@ -132,4 +148,4 @@ class ProductFragments:
             if read is not None and built:
                 kept = {read.keys[product_id]: fragment for product_id, fragment in built.items()}
                 await self.store.guarded(lambda: self.fragments.write(kept), None)
-        return found
+        return Fragments(found, None if read is None else read.generations)

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 
-from catalog.cache.backends import Backend, CountRead, Lookup, PoolBusy
+from catalog.cache.backends import Backend, CountRead, Kept, Lookup, Peek, PoolBusy
 from catalog.stats import current_stats
 from config.settings import Settings
 
@@ -95,11 +95,12 @@ class ResilientCache:
     async def lookup(self, base: str, dependencies: Sequence[str]) -> Lookup:
         return await self._call(lambda: self.backend.lookup(base, dependencies), Lookup(None))
 
-    async def peek(self, key: str) -> bytes | None:
-        return await self._call(lambda: self.backend.peek(key), None)
+    async def peek(self, key: str) -> Peek:
+        return await self._call(lambda: self.backend.peek(key), Peek(None))
 
     async def wait_for_fill(self, key: str) -> bytes | None:
-        """The entry another request is computing (it holds the lock), once there; None after a while.
+        """The entry another request is computing (it holds the lock), once there; None after a while, or
+        at once when what it filled is already stale (it began before a write this request must see).
 
         The requests of this worker waiting for the same entry share one poll: under load hundreds wait
         for the same invalidated page, and each polling on its own took Redis's connection pool over.
@@ -114,18 +115,18 @@ class ResilientCache:
         deadline = time.monotonic() + FOLLOWER_WAIT_S
         while time.monotonic() < deadline:
             await asyncio.sleep(FOLLOWER_POLL_S)
-            value = await self.peek(key)
-            if value is not None:
-                return value
+            peeked = await self.peek(key)
+            if peeked.value is not None or peeked.stale:
+                return peeked.value
         return None
 
-    async def fill(self, key: str, value: bytes) -> None:
-        await self._call(lambda: self.backend.fill(key, value), None)
+    async def fill(self, key: str, value: bytes, checks: Mapping[str, str]) -> None:
+        await self._call(lambda: self.backend.fill(key, value, checks), None)
 
-    async def compute(self, key: str, make: Callable[[], Awaitable[tuple[T, bytes | None]]]) -> T:
-        """Make the entry whose lock this request holds: ``make`` gives a result and the bytes to keep
-        (None: keep nothing). The lock is released when nothing is kept or ``make`` fails, so the next
-        request computes the entry at once rather than wait for the lock to expire."""
+    async def compute(self, key: str, make: Callable[[], Awaitable[tuple[T, Kept | None]]]) -> T:
+        """Make the entry whose lock this request holds: ``make`` gives a result and what to keep (None:
+        nothing). The lock is released when nothing is kept or ``make`` fails, so the next request
+        computes the entry at once rather than wait for the lock to expire."""
         try:
             result, kept = await make()
         except BaseException:
@@ -134,7 +135,7 @@ class ResilientCache:
         if kept is None:
             await self.release(key)
         else:
-            await self.fill(key, kept)
+            await self.fill(key, kept.value, kept.checks)
         return result
 
     async def release(self, key: str) -> None:

@@ -5,7 +5,7 @@ compression, and a miss is computed once however many requests wait for it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from sanic import Request
 
+from catalog.cache.backends import Kept
 from catalog.cache.resilient import ResilientCache
 from catalog.representation import Representation
 from config.settings import Settings
@@ -26,6 +27,9 @@ class Produced:
     headers: dict[str, str] = field(default_factory=dict)
     cacheable: bool = True
     status: int = 200
+    # Generations it depends on beyond its entry's, with their values as read before the body was made
+    # (a page's products): the kept entry is good only while they hold. None: unknown, so it is not kept.
+    checks: Mapping[str, str] | None = field(default_factory=dict)
 
 
 class ResponseCache:
@@ -74,15 +78,14 @@ class ResponseCache:
             production.exception()  # retrieved: its waiters have it, or have all gone
 
     async def _produce(self, entry: str | None, produce: Callable[[], Awaitable[Produced]]) -> Representation:
-        async def make() -> tuple[Representation, bytes | None]:
+        async def make() -> tuple[Representation, Kept | None]:
             produced = await produce()
             body = orjson.dumps(produced.body)
-            # An estimated total is not kept.
-            if not produced.cacheable or entry is None:
+            if not produced.cacheable or produced.checks is None or entry is None:
                 # Sent, not stored: compressed (when answering) only for clients that take gzip.
                 return Representation.of(body, produced.headers, status=produced.status), None
             representation = Representation.for_cache(body, produced.headers, self.settings, produced.status)
-            return representation, representation.encode()
+            return representation, Kept(representation.encode(), produced.checks)
 
         if entry is None:
             return (await make())[0]

@@ -12,11 +12,11 @@ import pytest
 
 from catalog import queries
 from catalog.cache import SharedState, open_caches
-from catalog.cache.backends import RedisBackend
+from catalog.cache.backends import Peek, RedisBackend
 from catalog.cache.counts import count_name
-from catalog.cache.invalidation import product_write_effects
+from catalog.cache.invalidation import list_dependencies, product_write_effects
 from catalog.cache.resilient import ResilientCache
-from catalog.domain import ProductFilter, ProductState
+from catalog.domain import Ordering, ProductFilter, ProductState
 from tests.conftest import Database, StatementCapture, free_port
 from tests.helpers import cache_state, statements
 
@@ -95,6 +95,29 @@ def test_a_price_change_keeps_cached_counts_and_shows_at_once(client, catalog: D
     assert statements(after) == 3
 
 
+def test_a_price_change_makes_stale_only_the_pages_that_show_it_or_sort_by_price(client, catalog: Database) -> None:
+    """The mixed workload's write: the pages in the default order that do not show the product stay cached."""
+    other_category = catalog.fetchval(
+        "SELECT min(id) FROM categories WHERE id <> (SELECT category_id FROM products WHERE id = 2)"
+    )
+    stale = {
+        "/products?page_size=5": True,  # shows product 2
+        "/products?page_size=5&page=3": False,
+        f"/products?category_id={other_category}": False,
+        "/products?sort=price&page_size=5&page=3": True,  # its order may have changed anywhere
+        "/products?min_price=0&page_size=5&page=3": True,  # a price moves products in and out of a range
+        "/products/batch?ids=5,6": False,
+        "/products/2": True,
+    }
+    before = {path: client.get(path)[1] for path in stale}
+    assert put(client, 2, {"price": 0.5})[1].status == 200
+    after = {path: client.get(path)[1] for path in stale}
+    assert {path: cache_state(response) == "miss" for path, response in after.items()} == stale
+    assert all(after[path].json == before[path].json for path, made_stale in stale.items() if not made_stale)
+    assert next(item for item in after["/products?page_size=5"].json["items"] if item["id"] == 2) == after["/products/2"].json
+    assert after["/products/2"].json["price"] == 0.5
+
+
 @pytest.mark.parametrize(
     ("write", "moved"),
     [
@@ -154,20 +177,36 @@ def test_misses_in_one_worker_share_one_computation_when_another_worker_holds_th
     assert client.app.ctx.caches.responses.productions == {}
 
 
+def state(is_active: bool, category_id: int | None, price: float = 9.5, name: str = "Kettle") -> ProductState:
+    return ProductState(is_active, category_id, price, name)
+
+
 def test_write_effects() -> None:
-    generations, deltas = product_write_effects(7, None, ProductState(True, 3))
+    generations, deltas = product_write_effects(7, None, state(True, 3))
     assert set(generations) == {"all", "p7", "c3", "m1:*", "m1:3"} and deltas == {"1:*": 1, "1:3": 1}
     # A change that moves the product in or out of no list: no membership generation, no count delta.
-    generations, deltas = product_write_effects(7, ProductState(True, 3), ProductState(True, 3))
+    generations, deltas = product_write_effects(7, state(True, 3), state(True, 3))
     assert set(generations) == {"all", "p7", "c3"} and deltas == {}
-    generations, deltas = product_write_effects(7, ProductState(True, 3), ProductState(False, 4))
+    generations, deltas = product_write_effects(7, state(True, 3), state(False, 4))
     assert set(generations) == {"all", "p7", "c3", "c4", "m1:*", "m1:3", "m0:*", "m0:4"}
     assert deltas == {"1:*": -1, "1:3": -1, "0:*": 1, "0:4": 1}
     # From one category to another: the unfiltered list keeps its members.
-    generations, deltas = product_write_effects(7, ProductState(True, 3), ProductState(True, 4))
+    generations, deltas = product_write_effects(7, state(True, 3), state(True, 4))
     assert set(generations) == {"all", "p7", "c3", "c4", "m1:3", "m1:4"} and deltas == {"1:3": -1, "1:4": 1}
-    assert product_write_effects(7, ProductState(False, None), None) == (["all", "p7", "m0:*"], {"0:*": -1})
+    assert product_write_effects(7, state(False, None), None) == (["all", "p7", "m0:*"], {"0:*": -1})
+    # A new price or name reorders the lists sorted by it, and moves nothing in or out of a counted list.
+    generations, deltas = product_write_effects(7, state(True, 3), state(True, 3, price=12.0))
+    assert set(generations) == {"all", "p7", "c3", "o:price"} and deltas == {}
+    generations, deltas = product_write_effects(7, state(True, 3), state(True, 3, name="Teapot"))
+    assert set(generations) == {"all", "p7", "c3", "o:name"} and deltas == {}
     assert count_name(ProductFilter(False, 12)) == "0:12"
+
+
+def test_what_a_page_depends_on_beyond_its_products() -> None:
+    assert list_dependencies(ProductFilter(True), Ordering()) == ["m1:*"]
+    assert list_dependencies(ProductFilter(False, 4), Ordering("-price")) == ["m0:4", "o:price"]
+    assert list_dependencies(ProductFilter(True), Ordering("created_at")) == ["m1:*"]  # no write changes it
+    assert list_dependencies(ProductFilter(True, min_price=3.0), Ordering()) == ["all"]
 
 
 def test_a_capped_count_counts_up_to_its_cap(catalog: Database) -> None:
@@ -272,7 +311,7 @@ def test_waiters_for_one_entry_share_one_poll(settings) -> None:
 
         async def peek(self, key):
             Filling.peeks += 1
-            return b"entry" if Filling.peeks >= 3 else None
+            return Peek(b"entry" if Filling.peeks >= 3 else None)
 
     async def scenario() -> tuple[list, int]:
         cache = ResilientCache(Filling(), settings, "test", Value("q", 0))
@@ -316,18 +355,31 @@ def test_redis_backend_round_trip(settings, catalog: Database) -> None:
         try:
             first = await backend.lookup("x", ["p1"])
             second = await backend.lookup("x", ["p1"])  # lock held by the first
-            await backend.fill(first.key, b"value")
+            await backend.fill(first.key, b"value", {})
             hit = await backend.lookup("x", ["p1"])
             await backend.product_written(["p1"], {})
             after_write = await backend.lookup("x", ["p1"])
-            return first, second, hit, after_write
+            # An entry checked against a product it shows: good until that product's generation moves.
+            shown = await backend.lookup("page", ["m1:*"])
+            await backend.fill(shown.key, b"page", {"p2": "0", "p3": "0"})
+            page_hit, peeked = await backend.lookup("page", ["m1:*"]), await backend.peek(shown.key)
+            await backend.product_written(["p3"], {})
+            stale_peek = await backend.peek(shown.key)  # as a request waiting on another's fill sees it
+            await backend.fill(shown.key, b"page", {"p2": "0", "p3": "0"})
+            after_product_write = await backend.lookup("page", ["m1:*"])
+            return first, second, hit, after_write, (shown, page_hit, peeked, stale_peek, after_product_write)
         finally:
             await client.aclose()
 
-    first, second, hit, after_write = catalog.run(scenario())
+    first, second, hit, after_write, checked = catalog.run(scenario())
     assert (first.value, first.leader, second.leader) == (None, True, False)
     assert (hit.value, hit.key) == (b"value", first.key)
     assert after_write.value is None and after_write.key != first.key
+    shown, page_hit, peeked, stale_peek, after_product_write = checked
+    assert (page_hit.value, page_hit.key, peeked.value) == (b"page", shown.key, b"page")
+    assert (stale_peek.value, stale_peek.stale) == (None, True)
+    # Same key (its own generations did not move), the entry stale: a miss, and this request computes it.
+    assert (after_product_write.key, after_product_write.value, after_product_write.leader) == (shown.key, None, True)
 
 
 def totals_match_sql(client, db: Database, categories: list[int]) -> list[tuple[int, int]]:
@@ -400,7 +452,7 @@ def test_a_slow_redis_costs_a_few_short_timeouts_then_is_skipped_until_it_recove
             cache = ResilientCache(RedisBackend(client, quick), quick, "Redis", Value("q", 0))
             try:
                 first = await cache.lookup("k", ["p1"])
-                await cache.fill(first.key, b"v")
+                await cache.fill(first.key, b"v", {})
                 # The server stops answering for a second, as a Redis busy with a slow command would.
                 threading.Thread(target=lambda: redis_sync.Redis(port=port).execute_command("DEBUG", "SLEEP", "1")).start()
                 await asyncio.sleep(0.1)
