@@ -8,8 +8,9 @@ random id with the response cache off; (c) products by id and (d) ``page=N`` lis
 before, on an empty cache prefix, each request a different id or page; (e) the mixed workload of
 ``benchmarks.run`` (list pages across categories and depths, products, batches, 5% PUTs of a price),
 response cache on; (f) as (b), the ids drawn from 5,000 rather than all. Prints requests/s, P95, server
-CPU per request (psutil over the server's processes) and, for this checkout, the fragment hit ratio (the
-``<prefix>:f:stats`` hash the lookup script counts in), then baseline vs new with ratios.
+CPU per request (psutil over the server's processes), the fragment hit ratio and the response cache's
+(the ``<prefix>:stats:f`` and ``<prefix>:stats:r`` hashes the lookup scripts count in, where the tree
+has them), then baseline vs new with ratios.
 """
 
 from __future__ import annotations
@@ -106,7 +107,14 @@ class Result:
     p95_ms: float
     cpu_ms: float
     errors: int
-    hit_ratio: float | None
+    hit_ratio: float | None  # fragments
+    response_hit_ratio: float | None
+
+
+def hit_ratio(client: redis.Redis, stats: str) -> float | None:
+    """From a hash the service's lookup scripts count in (``wanted``, ``hits``); None where none counted."""
+    counted = {key.decode(): int(value) for key, value in client.hgetall(stats).items()}
+    return counted["hits"] / counted["wanted"] if counted.get("wanted") else None
 
 
 def log(message: str) -> None:
@@ -208,13 +216,12 @@ def measure(tree: Path, scenario: Scenario, base_env: dict[str, str], args: argp
         # The warm-up opens the pools without touching what the scenario reads when it must be unread.
         warmup = script if not scenario.name.startswith(("(c)", "(d)")) else STATIC.format(path="/categories")
         wrk(port, warmup, args.warmup, workdir)
-        client.delete(f"{prefix}:f:stats")
+        client.delete(f"{prefix}:stats:f", f"{prefix}:stats:r")
         cpu_before = cpu_seconds(process)
         requests, p95, errors = wrk(port, script, args.duration, workdir)
         cpu = cpu_seconds(process) - cpu_before
-        stats = {key.decode(): int(value) for key, value in client.hgetall(f"{prefix}:f:stats").items()}
-        ratio = stats["hits"] / stats["wanted"] if stats.get("wanted") else None
-        return Result(requests / args.duration, p95, cpu * 1000 / max(requests, 1), errors, ratio)
+        return Result(requests / args.duration, p95, cpu * 1000 / max(requests, 1), errors,
+                      hit_ratio(client, f"{prefix}:stats:f"), hit_ratio(client, f"{prefix}:stats:r"))
     finally:
         stop(process)
         for key in client.scan_iter(f"{prefix}*", count=10_000):
@@ -254,12 +261,16 @@ def main() -> None:
     print(f"\nbaseline {args.baseline} vs new {head}: {args.products:,} products, 2 workers, wrk -c 50, "
           f"{args.duration:g} s after {args.warmup:g} s\n")
     print("| scenario | req/s base | req/s new | ratio | P95 ms base | P95 ms new | CPU ms/req base | CPU ms/req new"
-          " | errors base/new | fragment hits |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          " | errors base/new | fragment hits | response hits base/new |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for scenario, old, new in rows:
-        hits = "-" if new.hit_ratio is None else f"{new.hit_ratio:.0%}"
         print(f"| {scenario.name} | {old.rps:.0f} | {new.rps:.0f} | {new.rps / old.rps:.2f}x | {old.p95_ms:.1f}"
-              f" | {new.p95_ms:.1f} | {old.cpu_ms:.2f} | {new.cpu_ms:.2f} | {old.errors}/{new.errors} | {hits} |")
+              f" | {new.p95_ms:.1f} | {old.cpu_ms:.2f} | {new.cpu_ms:.2f} | {old.errors}/{new.errors}"
+              f" | {percent(new.hit_ratio)} | {percent(old.response_hit_ratio)}/{percent(new.response_hit_ratio)} |")
+
+
+def percent(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio:.0%}"
 
 
 if __name__ == "__main__":

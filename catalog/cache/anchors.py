@@ -38,7 +38,8 @@ class PageAnchors:
         return Keyset(None, anchors[block - 1]), skip - block * self.every  # type: ignore[index]
 
     async def _anchors(self, filters: ProductFilter) -> list[int] | None:
-        lookup = await self.cache.lookup(f"anchors/{count_name(filters)}/{self.every}", [membership_generation(filters)])
+        base, generation = f"anchors/{count_name(filters)}/{self.every}", membership_generation(filters)
+        lookup = await self.cache.lookup(base, [generation], "a")
         if lookup.key is None:
             return None
         value = lookup.value if lookup.leader else await self.cache.wait_for_fill(lookup.key)

@@ -23,6 +23,8 @@ from config.settings import Settings
 # Generations outlive every entry made under them, so a generation key that expires and restarts at 0
 # can never bring back an old entry.
 GENERATION_TTL_S = 86_400
+# The window of the hit counts kept in Redis.
+STATS_TTL_S = 86_400
 # How long one worker may hold the right to compute a missing entry before another may.
 FILL_LOCK_MS = 2_000
 POOL_WAIT_S = 1.0
@@ -74,7 +76,7 @@ class CountRead:
 
 
 class Backend(Protocol):
-    async def lookup(self, base: str, dependencies: Sequence[str]) -> Lookup: ...
+    async def lookup(self, base: str, dependencies: Sequence[str], kind: str) -> Lookup: ...
     async def peek(self, key: str) -> Peek: ...
     async def fill(self, key: str, value: bytes, checks: Mapping[str, str]) -> None: ...
     async def release(self, key: str) -> None: ...
@@ -105,13 +107,19 @@ local function entry(key, generations)
   return string.sub(stored, cut + 1), false
 end
 """
-# KEYS: epoch, generations...  ARGV: entry key base, lock milliseconds, generation key prefix.
+# KEYS: epoch, generations...  ARGV: entry key base, lock milliseconds, generation key prefix, the
+# hash that counts this kind of entry's lookups and hits (the service's hit ratio, read by benchmarks;
+# it starts again each STATS_TTL_S, as nothing is kept in Redis for ever).
 LOOKUP = ENTRY + """
 local parts = {ARGV[1], redis.call('GET', KEYS[1]) or '0'}
 for i = 2, #KEYS do parts[#parts + 1] = redis.call('GET', KEYS[i]) or '0' end
 local key = table.concat(parts, '|')
 local value = entry(key, ARGV[3])
-if value then return {key, value, 0} end
+if redis.call('HINCRBY', ARGV[4], 'wanted', 1) == 1 then redis.call('EXPIRE', ARGV[4], ARGV[5]) end
+if value then
+  redis.call('HINCRBY', ARGV[4], 'hits', 1)
+  return {key, value, 0}
+end
 if redis.call('SET', key .. '|lock', '1', 'NX', 'PX', ARGV[2]) then return {key, false, 1} end
 return {key, false, 0}
 """
@@ -169,10 +177,11 @@ class RedisBackend:
     def generation_key(self, name: str) -> str:
         return f"{self.generations}{name}"
 
-    async def lookup(self, base: str, dependencies: Sequence[str]) -> Lookup:
+    async def lookup(self, base: str, dependencies: Sequence[str], kind: str) -> Lookup:
         keys = [self.epoch, *(self.generation_key(name) for name in dependencies)]
         key, value, leader = await self._lookup(
-            keys=keys, args=[f"{self.prefix}:r:{base}", FILL_LOCK_MS, self.generations]
+            keys=keys,
+            args=[f"{self.prefix}:r:{base}", FILL_LOCK_MS, self.generations, f"{self.prefix}:stats:{kind}", STATS_TTL_S],
         )
         return Lookup(key.decode(), value, bool(leader) or value is not None)
 
@@ -258,7 +267,7 @@ class MemoryBackend:
                 del self.entries[key_to_drop]
         self.entries[key] = (time.monotonic() + self.ttl, value)
 
-    async def lookup(self, base: str, dependencies: Sequence[str]) -> Lookup:
+    async def lookup(self, base: str, dependencies: Sequence[str], kind: str) -> Lookup:
         key = f"{base}|{self.generation.value}"
         return Lookup(key, self.get(key))
 

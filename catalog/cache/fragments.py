@@ -16,28 +16,30 @@ from typing import Protocol
 
 import redis.asyncio as redis
 
-from catalog.cache.backends import MemoryBackend, RedisBackend
+from catalog.cache.backends import STATS_TTL_S, MemoryBackend, RedisBackend
 from catalog.cache.invalidation import product_generation
 from catalog.cache.resilient import ResilientCache
 from config.settings import Settings
 
-# KEYS: epoch, the products' generations.  ARGV: key prefix, parts, the products' ids (in KEYS' order).
-# Returns each product's generation, key and fragment (nil when missing), and counts lookups and hits in
-# one hash.
+# KEYS: epoch, the products' generations.  ARGV: key prefix, parts, the hit counts' window in seconds,
+# their hash, the products' ids (in KEYS' order). Returns each product's generation, key and fragment (nil when
+# missing), and counts lookups and hits in one hash (as the response cache's lookup does).
 READ_FRAGMENTS = """
 local epoch = redis.call('GET', KEYS[1]) or '0'
 local out, hits = {}, 0
 for i = 2, #KEYS do
   local generation = redis.call('GET', KEYS[i]) or '0'
-  local key = ARGV[1] .. ARGV[i + 1] .. '|' .. ARGV[2] .. '|' .. epoch .. '|' .. generation
+  local key = ARGV[1] .. ARGV[i + 3] .. '|' .. ARGV[2] .. '|' .. epoch .. '|' .. generation
   local value = redis.call('GET', key)
   if value then hits = hits + 1 end
   out[#out + 1] = generation
   out[#out + 1] = key
   out[#out + 1] = value
 end
-redis.call('HINCRBY', ARGV[1] .. 'stats', 'wanted', #KEYS - 1)
-redis.call('HINCRBY', ARGV[1] .. 'stats', 'hits', hits)
+if redis.call('HINCRBY', ARGV[4], 'wanted', #KEYS - 1) == #KEYS - 1 then
+  redis.call('EXPIRE', ARGV[4], ARGV[3])
+end
+redis.call('HINCRBY', ARGV[4], 'hits', hits)
 return out
 """
 # KEYS: where the fragments go.  ARGV: their lifetime in ms, then the fragments (in KEYS' order).
@@ -70,13 +72,14 @@ class RedisFragments:
         self.backend = backend
         self.client: redis.Redis = backend.client
         self.prefix = f"{settings.cache_prefix}:f:"
+        self.stats = f"{settings.cache_prefix}:stats:f"
         self.ttl_ms = int(settings.cache_ttl * 1000)
         self._read = self.client.register_script(READ_FRAGMENTS)
         self._write = self.client.register_script(WRITE_FRAGMENTS)
 
     async def read(self, ids: Sequence[int], parts: str) -> FragmentRead:
         keys = [self.backend.epoch, *(self.backend.generation_key(product_generation(i)) for i in ids)]
-        reply = await self._read(keys=keys, args=[self.prefix, parts, *ids])
+        reply = await self._read(keys=keys, args=[self.prefix, parts, STATS_TTL_S, self.stats, *ids])
         found, where, generations = {}, {}, {}
         for product_id, generation, key, value in zip(ids, reply[::3], reply[1::3], reply[2::3], strict=True):
             generations[product_generation(product_id)] = generation.decode()

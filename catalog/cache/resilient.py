@@ -92,8 +92,9 @@ class ResilientCache:
         """``call`` to the backend through the breaker: ``fallback`` when it fails or is skipped."""
         return await self._call(call, fallback)
 
-    async def lookup(self, base: str, dependencies: Sequence[str]) -> Lookup:
-        return await self._call(lambda: self.backend.lookup(base, dependencies), Lookup(None))
+    async def lookup(self, base: str, dependencies: Sequence[str], kind: str) -> Lookup:
+        """``kind``: what the entry is (``r``: a response, ``a``: page anchors), for the hit counts."""
+        return await self._call(lambda: self.backend.lookup(base, dependencies, kind), Lookup(None))
 
     async def peek(self, key: str) -> Peek:
         return await self._call(lambda: self.backend.peek(key), Peek(None))

@@ -55,7 +55,7 @@ class ResponseCache:
         if not self.settings.cache_responses:
             return await self._produce(None, produce)
         # Links in a body name the scheme and host it was asked for: one client's must not reach another.
-        lookup = await self.cache.lookup(f"{request.scheme}://{request.host}{key}", dependencies)
+        lookup = await self.cache.lookup(f"{request.scheme}://{request.host}{key}", dependencies, "r")
         value, entry = lookup.value, lookup.key
         if value is None and entry is not None and not lookup.leader and entry not in self.productions:
             value = await self.cache.wait_for_fill(entry)

@@ -164,7 +164,7 @@ def test_misses_in_one_worker_share_one_computation_when_another_worker_holds_th
     base = f"http://{client.host}:{client.port}"
     url = "/products/batch?ids=5,6,7"
     store = client.app.ctx.caches.store
-    held = catalog.run(store.lookup(f"{client.host}:{client.port}{url}", ["p5", "p6", "p7"]))
+    held = catalog.run(store.lookup(f"{client.host}:{client.port}{url}", ["p5", "p6", "p7"], "r"))
     assert held.leader and held.value is None
 
     async def burst() -> list:
@@ -286,7 +286,7 @@ def test_breaker_skips_a_failing_backend_then_tries_again(settings) -> None:
     class Failing:
         calls = 0
 
-        async def lookup(self, base, dependencies):
+        async def lookup(self, base, dependencies, kind):
             Failing.calls += 1
             raise ConnectionError("down")
 
@@ -294,10 +294,10 @@ def test_breaker_skips_a_failing_backend_then_tries_again(settings) -> None:
         cache = ResilientCache(Failing(), replace(settings, redis_retry_after=0.2), "test", Value("q", 0))
         seen = []
         for _ in range(6):
-            assert (await cache.lookup("k", [])).key is None
+            assert (await cache.lookup("k", [], "r")).key is None
             seen.append(Failing.calls)
         await asyncio.sleep(0.25)
-        await cache.lookup("k", [])
+        await cache.lookup("k", [], "r")
         seen.append(Failing.calls)
         return seen
 
@@ -335,7 +335,7 @@ def test_a_worker_out_of_redis_connections_misses_without_opening_the_breaker(se
         pool.timeout = 0.05
         held = await pool.get_connection()  # the only connection, kept busy
         try:
-            lookups = [await caches.store.lookup(f"k{i}", ["p1"]) for i in range(5)]
+            lookups = [await caches.store.lookup(f"k{i}", ["p1"], "r") for i in range(5)]
             return lookups, caches.store.available, caches.store.failures_in_a_row
         finally:
             await pool.release(held)
@@ -353,20 +353,20 @@ def test_redis_backend_round_trip(settings, catalog: Database) -> None:
         client = redis_asyncio.from_url(settings.redis_url)
         backend = RedisBackend(client, replace(settings, cache_prefix=settings.cache_prefix + "_rt"))
         try:
-            first = await backend.lookup("x", ["p1"])
-            second = await backend.lookup("x", ["p1"])  # lock held by the first
+            first = await backend.lookup("x", ["p1"], "r")
+            second = await backend.lookup("x", ["p1"], "r")  # lock held by the first
             await backend.fill(first.key, b"value", {})
-            hit = await backend.lookup("x", ["p1"])
+            hit = await backend.lookup("x", ["p1"], "r")
             await backend.product_written(["p1"], {})
-            after_write = await backend.lookup("x", ["p1"])
+            after_write = await backend.lookup("x", ["p1"], "r")
             # An entry checked against a product it shows: good until that product's generation moves.
-            shown = await backend.lookup("page", ["m1:*"])
+            shown = await backend.lookup("page", ["m1:*"], "r")
             await backend.fill(shown.key, b"page", {"p2": "0", "p3": "0"})
-            page_hit, peeked = await backend.lookup("page", ["m1:*"]), await backend.peek(shown.key)
+            page_hit, peeked = await backend.lookup("page", ["m1:*"], "r"), await backend.peek(shown.key)
             await backend.product_written(["p3"], {})
             stale_peek = await backend.peek(shown.key)  # as a request waiting on another's fill sees it
             await backend.fill(shown.key, b"page", {"p2": "0", "p3": "0"})
-            after_product_write = await backend.lookup("page", ["m1:*"])
+            after_product_write = await backend.lookup("page", ["m1:*"], "r")
             return first, second, hit, after_write, (shown, page_hit, peeked, stale_peek, after_product_write)
         finally:
             await client.aclose()
@@ -451,7 +451,7 @@ def test_a_slow_redis_costs_a_few_short_timeouts_then_is_skipped_until_it_recove
                                             socket_connect_timeout=0.05)
             cache = ResilientCache(RedisBackend(client, quick), quick, "Redis", Value("q", 0))
             try:
-                first = await cache.lookup("k", ["p1"])
+                first = await cache.lookup("k", ["p1"], "r")
                 await cache.fill(first.key, b"v", {})
                 # The server stops answering for a second, as a Redis busy with a slow command would.
                 threading.Thread(target=lambda: redis_sync.Redis(port=port).execute_command("DEBUG", "SLEEP", "1")).start()
@@ -459,10 +459,10 @@ def test_a_slow_redis_costs_a_few_short_timeouts_then_is_skipped_until_it_recove
                 waits = []
                 for _ in range(6):
                     started = time.perf_counter()
-                    assert (await cache.lookup("k", ["p1"])).value is None
+                    assert (await cache.lookup("k", ["p1"], "r")).value is None
                     waits.append(time.perf_counter() - started)
                 await asyncio.sleep(1.5)
-                resumed = (await cache.lookup("k", ["p1"])).value == b"v"
+                resumed = (await cache.lookup("k", ["p1"], "r")).value == b"v"
                 return waits, cache.available, resumed
             finally:
                 await client.aclose()
@@ -480,7 +480,7 @@ def test_more_concurrent_calls_than_redis_connections_wait_instead_of_failing(se
     async def scenario() -> tuple[int, bool]:
         caches = open_caches(small, SharedState.new())
         try:
-            lookups = await asyncio.gather(*(caches.store.lookup(f"k{i}", ["p1"]) for i in range(200)))
+            lookups = await asyncio.gather(*(caches.store.lookup(f"k{i}", ["p1"], "r") for i in range(200)))
             return sum(lookup.key is not None for lookup in lookups), caches.store.available
         finally:
             await caches.close()
