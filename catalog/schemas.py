@@ -118,12 +118,20 @@ COMPONENTS: dict[str, dict[str, Any]] = {
     }),
     "Error": _object({"detail": {"type": "string"}}),
     "Health": _object({"status": {"type": "string", "enum": ["healthy"]}}),
-    "Readiness": _object({
-        "status": {"type": "string", "enum": ["ready", "degraded", "unavailable"]},
-        "postgres": {"type": "string"},
-        "cache": {"type": "string"},
-        "cache_backend": {"type": "string"},
-    }),
+    "Readiness": _object(
+        {
+            "status": {"type": "string", "enum": ["ready", "degraded", "unavailable"]},
+            "postgres": {"type": "string"},
+            "cache": {"type": "string"},
+            "cache_backend": {"type": "string"},
+            "replicas": {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "description": "with DATABASE_REPLICA_URLS: each replica (host:port/database): ok, lagging or unavailable",
+            },
+        },
+        required=["status", "postgres", "cache", "cache_backend"],
+    ),
 }
 
 

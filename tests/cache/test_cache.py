@@ -318,7 +318,7 @@ def test_redis_backend_round_trip(settings, catalog: Database) -> None:
             second = await backend.lookup("x", ["p1"])  # lock held by the first
             await backend.fill(first.key, b"value")
             hit = await backend.lookup("x", ["p1"])
-            await backend.product_written(["p1"], {})
+            await backend.product_written(["p1"], {}, None)
             after_write = await backend.lookup("x", ["p1"])
             return first, second, hit, after_write
         finally:
