@@ -1,5 +1,5 @@
 """Private PostgreSQL clusters (pgserver's binaries, or the machine's where TLS is needed) that a test or a
-benchmark may stop, start again, or put behind TLS.
+benchmark may stop, start again, put behind TLS, or follow with a streaming standby.
 
 They live here, beside ``benchmarks.servers``, because the benchmarks must run without the test package.
 """
@@ -50,13 +50,18 @@ class PrivatePostgres:
 
     As root, PostgreSQL refuses to run, so it runs as the ``pgserver`` system user (the one the pgserver
     package creates for the same reason). Password authentication over TCP, so the service really sends one.
+
+    With ``primary``, a streaming standby of that (running) cluster, made by ``pg_basebackup -R`` and applying
+    each commit ``apply_delay_ms`` after the primary made it (``recovery_min_apply_delay``), so that it lags.
     """
 
-    def __init__(self, root: Path, admin_password: str, bin_dir: Path | None = None) -> None:
+    def __init__(self, root: Path, admin_password: str, bin_dir: Path | None = None, *,
+                 primary: PrivatePostgres | None = None, apply_delay_ms: int = 0) -> None:
         self.root = root
         self.data = root / "data"
         self.bin_dir = bin_dir or postgres_bin_dir()
         self.port = free_port()
+        self.admin_password = admin_password
         self.user: str | None = None
         if os.geteuid() == 0:
             from pgserver.utils import ensure_user_exists
@@ -65,15 +70,31 @@ class PrivatePostgres:
             self.user = "pgserver"
             account = pwd.getpwnam(self.user)
             os.chown(root, account.pw_uid, account.pw_gid)
+        if primary is not None:
+            # The connection it streams from, password included, goes into postgresql.auto.conf (-R).
+            self._run("pg_basebackup", "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres",
+                      "-D", str(self.data), "-R", "-X", "stream", "--checkpoint=fast",
+                      password=primary.admin_password)
+            with (self.data / "postgresql.conf").open("a") as conf:
+                conf.write(f"hot_standby = on\nrecovery_min_apply_delay = '{apply_delay_ms}ms'\n")
+            return
         (root / "pwfile").write_text(admin_password)
         os.chmod(root / "pwfile", 0o644)
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--pwfile", str(root / "pwfile"),
                   "--auth-local=trust", "--auth-host=scram-sha-256", "--encoding=utf8")
 
-    def _run(self, program: str, *args: str) -> None:
+    def _run(self, program: str, *args: str, password: str | None = None) -> None:
+        env = {**os.environ, "PGPASSWORD": password} if password else None
         result = subprocess.run([str(self.bin_dir / program), *args], user=self.user, check=False,
-                                capture_output=True, text=True, timeout=60)
+                                capture_output=True, text=True, timeout=60, env=env)
         assert result.returncode == 0, f"{program} {' '.join(args)}: {result.stdout}{result.stderr}"
+
+    def allow_replication(self) -> None:
+        """Before ``start``: WAL a standby can replay, and the standby's replication connection let in."""
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write("wal_level = replica\nmax_wal_senders = 5\n")
+        with (self.data / "pg_hba.conf").open("a") as hba:
+            hba.write("host replication postgres 127.0.0.1/32 scram-sha-256\n")
 
     def require_tls(self, max_connections: int) -> None:
         """Heroku's shape: TLS with a self-signed certificate and password auth only, plaintext refused, and
