@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import replace
-from multiprocessing import Value
+from multiprocessing import Array, Value
 
 import orjson
 from sanic import Sanic
+from sanic.signals import Event
 from sanic_ext import Extend
 
 from catalog import blueprints, contract
@@ -23,9 +24,11 @@ from catalog.db import (
     fit_pool,
     open_database,
     read_usable_connections,
+    replica_pool_sizes,
 )
 from catalog.errors import JSONErrorHandler
 from catalog.http import setup_http
+from catalog.replicas import close_replicas, open_replicas, start_request
 from config.database import masked_url
 from config.settings import Settings
 
@@ -91,6 +94,8 @@ def create_app(*, settings: Settings | None = None) -> Sanic:
         app.blueprint(ceiling)
     setup_http(app, settings)
     react_to_product_writes(app)
+    if settings.database_replica_urls:  # each read request starts on the primary until it knows the write position
+        app.signal(Event.HTTP_LIFECYCLE_REQUEST)(start_request)
 
     @app.main_process_start
     async def size_pools(app: Sanic) -> None:
@@ -108,6 +113,9 @@ def create_app(*, settings: Settings | None = None) -> Sanic:
             logging.getLogger("catalog.db").warning(
                 "%d workers do not fit in %d connections: lower WEB_CONCURRENCY", app.state.workers, usable
             )
+        if settings.database_replica_urls:
+            replicas = await replica_pool_sizes(settings, app.state.workers)
+            app.shared_ctx.replica_pools = Array("i", [n for size in replicas for n in (size.minimum, size.maximum)])
 
     @app.main_process_start
     async def share_cache_state(app: Sanic) -> None:
@@ -115,6 +123,7 @@ def create_app(*, settings: Settings | None = None) -> Sanic:
         shared = SharedState.new()
         app.shared_ctx.cache_generation = shared.generation
         app.shared_ctx.unconfirmed_writes = shared.unconfirmed_writes
+        app.shared_ctx.write_position = shared.write_position
         cache_logger = logging.getLogger("catalog.cache")
         if not settings.redis_url:
             cache_logger.warning("REDIS_URL is not set: each worker caches in process")
@@ -140,18 +149,30 @@ def create_app(*, settings: Settings | None = None) -> Sanic:
     @app.before_server_start
     async def connect(app: Sanic) -> None:
         pool = settings
+        replica_pools = [(url, settings) for url in settings.database_replica_urls]
         if hasattr(app.shared_ctx, "db_pool_max"):  # absent in an in-process test server: no main process
             pool = replace(settings, db_pool_min=app.shared_ctx.db_pool_min.value,
                            db_pool_max=app.shared_ctx.db_pool_max.value)
-        await open_database(database_url, pool)
+            replica_pools = [
+                (url, replace(settings, db_pool_min=app.shared_ctx.replica_pools[2 * i],
+                              db_pool_max=app.shared_ctx.replica_pools[2 * i + 1]))
+                for i, url in enumerate(settings.database_replica_urls)
+            ]
+        await open_database(database_url, pool, replica_pools)
         # Without the main process (an in-process test server), this worker's own state suffices.
         shared = SharedState.new()
         if hasattr(app.shared_ctx, "cache_generation"):
-            shared = SharedState(app.shared_ctx.cache_generation, app.shared_ctx.unconfirmed_writes)
+            shared = SharedState(app.shared_ctx.cache_generation, app.shared_ctx.unconfirmed_writes,
+                                 app.shared_ctx.write_position)
         app.ctx.caches = open_caches(settings, shared)
+        app.ctx.replicas = None
+        if settings.database_replica_urls:
+            app.ctx.replicas = await open_replicas(settings, app.ctx.caches.store.record_write_position)
 
     @app.after_server_stop
     async def disconnect(app: Sanic) -> None:
+        if app.ctx.replicas is not None:
+            await close_replicas(app.ctx.replicas)
         await app.ctx.caches.close()
         await close_database()
 

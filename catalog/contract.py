@@ -80,8 +80,10 @@ class Field:
             schema["pattern"] = self.pattern.regex
         if self.enum:
             schema["enum"] = list(self.enum)
-        if self.of is not None:
+        if self.of is not None and self.type == "array":
             schema["items"] = _items(self.of)
+        elif self.of is not None:  # an inline object
+            schema.update(_items(self.of))
         description = self.description or (self.references and f"an existing {self.references.lower()}")
         if description:
             schema["description"] = description
@@ -207,6 +209,8 @@ READINESS = Shape("Readiness", (
     Field("postgres", "string"),
     Field("cache", "string"),
     Field("cache_backend", "string"),
+    Field("replicas", "object", required=False, of={"additionalProperties": {"type": "string"}},
+          description="with DATABASE_REPLICA_URLS: each replica (host:port/database): ok, lagging or unavailable"),
 ))
 
 COMPONENTS: dict[str, dict[str, Any]] = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -11,7 +12,7 @@ from tortoise import Tortoise
 from catalog.errors import database_unavailable
 from config.database import connect_arguments, masked_url
 from config.settings import Settings
-from config.tortoise import tortoise_config
+from config.tortoise import PRIMARY, tortoise_config
 
 logger = logging.getLogger("catalog.db")
 # Connections left to other clients of the server: the release phase (aerich, 1-2) and a console.
@@ -40,6 +41,12 @@ def fit_pool(settings: Settings, workers: int, usable_connections: int | None) -
     return PoolSize(min(settings.db_pool_min, maximum), maximum)
 
 
+def fit_replica_pool(settings: Settings, workers: int, usable_connections: int | None) -> PoolSize:
+    """A replica's pool per worker, sized as the primary's beside the connection each worker's poller holds
+    there (catalog.replicas)."""
+    return fit_pool(settings, workers, None if usable_connections is None else usable_connections - workers)
+
+
 async def read_usable_connections(database_url: str, settings: Settings) -> int | None:
     """The server's connection limit for this role, or None when it does not answer."""
     try:
@@ -53,15 +60,32 @@ async def read_usable_connections(database_url: str, settings: Settings) -> int 
         await connection.close()
 
 
-async def open_database(database_url: str, settings: Settings) -> None:
-    """Register the models and open this worker's pool.
+async def replica_pool_sizes(settings: Settings, workers: int) -> list[PoolSize]:
+    """Each replica's pool per worker, fitted to that replica's own limit (a standby's max_connections is at
+    least the primary's, and may be more)."""
+    sizes = []
+    for url in settings.database_replica_urls:
+        usable = await read_usable_connections(url, settings)
+        size = fit_replica_pool(settings, workers, usable)
+        logger.info(
+            "replica %s: %d workers x pool of %d to %d connections and a poller (server allows %s, %d kept for others)",
+            masked_url(url), workers, size.minimum, size.maximum, "?" if usable is None else usable,
+            RESERVED_FOR_OTHERS,
+        )
+        sizes.append(size)
+    return sizes
+
+
+async def open_database(database_url: str, settings: Settings, replicas: Sequence[tuple[str, Settings]] = ()) -> None:
+    """Register the models and open this worker's pool; ``replicas`` (URL, settings with the pool's size)
+    become connections of their own, opened by ``catalog.replicas.open_replicas``.
 
     A PostgreSQL that is down at start-up does not stop the worker: requests answer 503 and the pool is
     opened by the first request after PostgreSQL is back (Tortoise creates it lazily).
     """
-    await Tortoise.init(config=tortoise_config(database_url, settings), _enable_global_fallback=True)
+    await Tortoise.init(config=tortoise_config(database_url, settings, replicas), _enable_global_fallback=True)
     try:
-        await Tortoise.get_connection("default").create_connection(with_db=True)
+        await Tortoise.get_connection(PRIMARY).create_connection(with_db=True)
     except Exception as error:
         if not database_unavailable(error):
             raise

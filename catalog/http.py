@@ -87,6 +87,8 @@ def log_timing(request: Request, response: HTTPResponse, settings: Settings) -> 
         f'total;dur={elapsed_ms:.1f}, db;dur={db_ms:.1f};desc="{stats.statements} statements", '
         f'cache;dur={cache_ms:.1f};desc="{request.ctx.cache}"'
     )
+    if settings.database_replica_urls:  # how many of the statements a replica ran
+        response.headers["Server-Timing"] += f', replica;desc="{stats.replica_statements} statements"'
     slow = elapsed_ms > settings.slow_request_ms
     access_logger.log(
         logging.WARNING if slow else logging.INFO,

@@ -1,4 +1,5 @@
-"""Per-request counters: SQL statements and the time spent in PostgreSQL and in the cache.
+"""Per-request counters: SQL statements (and how many a replica ran) and the time spent in PostgreSQL and
+in the cache.
 
 Held in a ContextVar, so the database engine and the cache add to the request that is running them
 (tasks a request starts share its counters, unless they detach) without passing anything around.
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 @dataclass(slots=True)
 class RequestStats:
     statements: int = 0
+    replica_statements: int = 0  # of those, run on a replica (catalog.replicas)
     db_seconds: float = 0.0
     cache_seconds: float = 0.0
 

@@ -34,21 +34,22 @@ def ssl_argument(mode: str, root_cert: str | None) -> str | ssl.SSLContext:
     return mode
 
 
-def connect_arguments(url: str, pgsslmode: str | None = None) -> dict[str, object]:
+def connect_arguments(url: str, pgsslmode: str | None = None, variable: str = "DATABASE_URL") -> dict[str, object]:
     """``asyncpg.connect()`` keywords for a ``postgres://`` URL (Heroku's form, or a Unix-socket one with
     ``?host=/dir``): host, port, user, password, database and ssl.
 
     ``pgsslmode`` defaults to the ``PGSSLMODE`` variable; the URL's ``sslmode`` wins over it. Other query
-    parameters (pool sizes and the like) are not taken: the DB_* variables own them.
+    parameters (pool sizes and the like) are not taken: the DB_* variables own them. ``variable`` is the
+    setting the URL came from, named in errors (a replica's is DATABASE_REPLICA_URLS).
     """
     parts = urlsplit(url)
     if parts.scheme not in ("postgres", "postgresql"):
-        raise DatabaseURLError(f"DATABASE_URL must be a postgres:// URL, not {parts.scheme or 'empty'}://")
+        raise DatabaseURLError(f"{variable} must be a postgres:// URL, not {parts.scheme or 'empty'}://")
     query = dict(parse_qsl(parts.query))
     host = query.get("host") or parts.hostname or "127.0.0.1"
     if pgsslmode is None:
         pgsslmode = os.environ.get("PGSSLMODE") or None
-    mode, source = (query["sslmode"], "DATABASE_URL's sslmode") if "sslmode" in query else (pgsslmode, "PGSSLMODE")
+    mode, source = (query["sslmode"], f"{variable}'s sslmode") if "sslmode" in query else (pgsslmode, "PGSSLMODE")
     if mode is None:
         mode = "prefer" if is_local(host) else "require"
     elif mode not in SSL_MODES:
@@ -56,7 +57,7 @@ def connect_arguments(url: str, pgsslmode: str | None = None) -> dict[str, objec
     try:
         port = parts.port or int(query.get("port", 5432))
     except ValueError as error:
-        raise DatabaseURLError(f"DATABASE_URL has an invalid port: {error}") from None
+        raise DatabaseURLError(f"{variable} has an invalid port: {error}") from None
     return {
         "host": host,
         "port": port,

@@ -39,6 +39,15 @@ class Settings:
     # No DATABASE_URL means "use the embedded PostgreSQL" (see catalog.embedded).
     database_url: str | None = field(default_factory=lambda: os.environ.get("DATABASE_URL") or None)
     redis_url: str | None = field(default_factory=lambda: os.environ.get("REDIS_URL") or None)
+    # Streaming replicas (Heroku followers) that take reads a replica can serve without showing data older than
+    # a write that has returned (catalog.replicas); none: every statement goes to DATABASE_URL, as before.
+    database_replica_urls: tuple[str, ...] = field(default_factory=lambda: _list("DATABASE_REPLICA_URLS", ""))
+    # A replica further behind than this is skipped until it catches up. Cached entries then live CACHE_TTL less
+    # this bound, so that a change made directly in the tables still shows within CACHE_TTL.
+    replica_max_lag: float = field(default_factory=lambda: _float("REPLICA_MAX_LAG_MS", 5000.0) / 1000)
+    # How often each worker reads each replica's replay position: a read right after a write waits for none of
+    # it, it goes to the primary until a poll shows the replica has the write.
+    replica_poll: float = field(default_factory=lambda: _float("REPLICA_POLL_MS", 10.0) / 1000)
     port: int = field(default_factory=lambda: _int("PORT", 8000))
     host: str = field(default_factory=lambda: os.environ.get("HOST", "0.0.0.0"))
     workers: int = field(default_factory=lambda: _int("WEB_CONCURRENCY", 2))
@@ -99,6 +108,12 @@ class Settings:
         default_factory=lambda: Path(os.environ.get("EMBEDDED_PG_DIR", PROJECT_ROOT / "var" / "pgdata"))
     )
 
+    @property
+    def entry_ttl(self) -> float:
+        """How long a cached entry lives: CACHE_TTL, less REPLICA_MAX_LAG_MS when it may be filled from a replica
+        that far behind."""
+        return self.cache_ttl - (self.replica_max_lag if self.database_replica_urls else 0.0)
+
     def problems(self) -> list[str]:
         """Settings the service must not start with, one line each, naming the variable."""
         found = []
@@ -113,4 +128,11 @@ class Settings:
                 connect_arguments(self.database_url)
             except DatabaseURLError as error:
                 found.append(str(error))
+        for url in self.database_replica_urls:
+            try:
+                connect_arguments(url, variable="DATABASE_REPLICA_URLS")
+            except DatabaseURLError as error:
+                found.append(str(error))
+        if self.database_replica_urls and not 0 < self.replica_max_lag < self.cache_ttl:
+            found.append(f"REPLICA_MAX_LAG_MS is {self.replica_max_lag * 1000:g}: more than 0, less than CACHE_TTL")
         return found

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import replace
 
 from config.database import connect_arguments
 from config.settings import Settings
 
 MODELS_APP = "models"
+PRIMARY = "default"
+# A session's name in pg_stat_activity, on the primary and on every replica.
+APPLICATION_NAME = "catalog"
 
 
-def tortoise_config(database_url: str, settings: Settings | None = None) -> dict:
-    settings = settings or Settings()
-    credentials = connect_arguments(database_url)
+def replica_connection(number: int) -> str:
+    return f"replica{number}"
+
+
+def _credentials(url: str, settings: Settings, variable: str = "DATABASE_URL") -> dict:
+    credentials = connect_arguments(url, variable=variable)
     credentials.update(
         minsize=settings.db_pool_min,
         maxsize=settings.db_pool_max,
@@ -22,6 +29,7 @@ def tortoise_config(database_url: str, settings: Settings | None = None) -> dict
         command_timeout=settings.db_command_timeout,
         acquire_timeout=settings.db_acquire_timeout,
         server_settings={
+            "application_name": APPLICATION_NAME,
             "random_page_cost": str(settings.db_random_page_cost),
             # A merge join of a keyset page with inventory walks inventory's index from its first entry
             # up to the page (300 ms for a page deep in 1,000,000 products, against 0.3 ms as a nested
@@ -29,15 +37,32 @@ def tortoise_config(database_url: str, settings: Settings | None = None) -> dict
             "enable_mergejoin": "off",
         },
     )
-    return {
-        "connections": {"default": {"engine": "catalog.db_engine", "credentials": credentials}},
+    return credentials
+
+
+def tortoise_config(database_url: str, settings: Settings | None = None,
+                    replicas: Sequence[tuple[str, Settings]] = ()) -> dict:
+    """The primary as ``default``; each of ``replicas`` (its URL, and settings with its pool's size) as
+    ``replica1``, ``replica2``..., which ``catalog.replicas.ReadRouter`` gives reads to."""
+    settings = settings or Settings()
+    primary = {"engine": "catalog.db_engine", "credentials": _credentials(database_url, settings)}
+    connections: dict[str, dict] = {PRIMARY: primary}
+    for number, (url, pool) in enumerate(replicas, start=1):
+        connections[replica_connection(number)] = {
+            "engine": "catalog.replicas", "credentials": _credentials(url, pool, "DATABASE_REPLICA_URLS")
+        }
+    config = {
+        "connections": connections,
         "apps": {
-            MODELS_APP: {"models": ["catalog.models", "aerich.models"], "default_connection": "default"},
+            MODELS_APP: {"models": ["catalog.models", "aerich.models"], "default_connection": PRIMARY},
         },
         # Columns are `timestamp without time zone` holding UTC.
         "use_tz": False,
         "timezone": "UTC",
     }
+    if replicas:
+        config["routers"] = ["catalog.replicas.ReadRouter"]
+    return config
 
 
 def one_off(settings: Settings) -> Settings:

@@ -42,7 +42,7 @@ def test_the_url_gives_every_connection_keyword_and_nothing_asyncpg_would_refuse
 
 
 def test_a_root_certificate_makes_verify_modes_check_against_it(tmp_path) -> None:
-    from tests.servers import self_signed_certificate
+    from benchmarks.postgres import self_signed_certificate
 
     certificate, _ = self_signed_certificate(tmp_path)
     full = connect_arguments(f"postgres://u@db.example.com/x?sslmode=verify-full&sslrootcert={certificate}")["ssl"]

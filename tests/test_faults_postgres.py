@@ -23,11 +23,11 @@ import httpx
 import pytest
 import redis
 
+from benchmarks.postgres import PrivatePostgres
 from benchmarks.servers import free_port, start_sanic, stop
 from catalog.seed import seed
 from tests.conftest import migrate
 from tests.helpers import Sql, fetch
-from tests.servers import PrivatePostgres
 
 ADMIN_PASSWORD = "admin-PW"
 APP_PASSWORD = "s3cret-PW"

@@ -19,18 +19,17 @@ import asyncpg
 import httpx
 import pytest
 
+from benchmarks.postgres import (
+    PrivatePostgres,
+    postgres_bin_dir,
+    self_signed_certificate,
+)
 from benchmarks.servers import free_port, stop, wait_until_serving
 from catalog.cache import SharedState, open_caches
 from config.database import connect_arguments
 from config.settings import PROJECT_ROOT, Settings
 from tests.helpers import Sql, fetch
-from tests.servers import (
-    PrivatePostgres,
-    RedisServer,
-    postgres_bin_dir,
-    procfile,
-    self_signed_certificate,
-)
+from tests.servers import RedisServer, procfile
 
 ADMIN_PASSWORD = "admin-Pa55-heroku"
 APP_PASSWORD = "app-Pa55-heroku"

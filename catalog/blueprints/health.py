@@ -22,12 +22,14 @@ async def health(request: Request) -> HTTPResponse:
 
 @bp.get("/ready")
 @openapi.definition(
-    summary="Readiness: PostgreSQL and the cache, each reported on its own",
+    summary="Readiness: PostgreSQL, the cache and each replica, each reported on its own",
     tag="health",
     response=[schemas.ok(schemas.ref("Readiness")), schemas.ok(schemas.ref("Readiness"), status=503)],
 )
 async def ready(request: Request) -> HTTPResponse:
-    """503 only when PostgreSQL is unreachable: without the cache the service is slower, not down."""
+    """503 only when PostgreSQL is unreachable: without the cache or a replica the service is slower, not down.
+
+    Replicas are reported as this worker's poller last saw them, by host:port/database."""
     try:
         await asyncio.wait_for(queries.ping(), READY_TIMEOUT_S)
         postgres = "ok"
@@ -36,6 +38,10 @@ async def ready(request: Request) -> HTTPResponse:
             raise
         postgres = f"unavailable: {error.__class__.__name__}"
     cache = await request.app.ctx.caches.store.ping()
-    status = "ready" if postgres == "ok" and cache == "ok" else "degraded" if postgres == "ok" else "unavailable"
+    replicas = request.app.ctx.replicas.health() if request.app.ctx.replicas is not None else {}
+    well = cache == "ok" and all(state == "ok" for state in replicas.values())
+    status = "ready" if postgres == "ok" and well else "degraded" if postgres == "ok" else "unavailable"
     body = {"status": status, "postgres": postgres, "cache": cache, "cache_backend": request.app.ctx.caches.store.name}
+    if replicas:
+        body["replicas"] = replicas
     return json(body, status=200 if postgres == "ok" else 503)

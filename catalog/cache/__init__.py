@@ -33,6 +33,7 @@ from catalog.cache.invalidation import product_write_effects
 from catalog.cache.resilient import ResilientCache
 from catalog.cache.responses import ResponseCache
 from catalog.domain import ProductState
+from catalog.replicas import primary_position
 from config.settings import Settings
 
 
@@ -57,10 +58,11 @@ class SharedState:
 
     generation: Synchronized  # the in-process cache's generation, bumped by every product write
     unconfirmed_writes: Synchronized  # writes whose invalidation has not reached Redis yet
+    write_position: Synchronized  # the in-process cache's latest write position, with replicas (0: unknown)
 
     @classmethod
     def new(cls) -> SharedState:
-        return cls(Value("q", 0), Value("q", 0))
+        return cls(Value("q", 0), Value("q", 0), Value("Q", 0))
 
 
 def open_caches(settings: Settings, shared: SharedState) -> Caches:
@@ -81,7 +83,7 @@ def open_caches(settings: Settings, shared: SharedState) -> Caches:
         client = redis.Redis(connection_pool=pool)
         store = ResilientCache(RedisBackend(client, settings), settings, "Redis", shared.unconfirmed_writes)
     else:
-        backend = MemoryBackend(shared.generation, settings)
+        backend = MemoryBackend(shared.generation, shared.write_position, settings)
         store = ResilientCache(backend, settings, "in-process cache", shared.unconfirmed_writes)
     return Caches(
         store,
@@ -110,4 +112,7 @@ def react_to_product_writes(app: Sanic) -> None:
     @app.signal(events.PRODUCT_CHANGED)
     async def product_changed(product_id: int, before: ProductState | None, after: ProductState | None) -> None:
         generations, deltas = product_write_effects(product_id, before, after)
-        await app.ctx.caches.store.product_written(generations, deltas)
+        store = app.ctx.caches.store
+        # After the commit: the position a replica must have replayed to show this write.
+        position = await primary_position() if store.tracks_positions else None
+        await store.product_written(generations, deltas, position)

@@ -5,6 +5,9 @@ In Redis the generations' current values are part of an entry's key, so a write 
 every entry it affects unreachable for all workers at once; the lookup reads generations and entry in
 one round trip (a Lua script), and so do the count scripts. A global ``epoch`` in every key drops
 everything. The stand-in is invalidated through one generation shared by all workers.
+
+With replicas (DATABASE_REPLICA_URLS), each holds the latest write position too (``catalog.replicas``): a write
+records it before the generations it bumps, and every read of generations or counts returns it with them.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any, Protocol
 
 import redis.asyncio as redis
 
+from catalog.replicas import reads_must_see
 from config.settings import Settings
 
 # Generations outlive every entry made under them, so a generation key that expires and restarts at 0
@@ -76,13 +80,19 @@ class CountRead:
 
 
 class Backend(Protocol):
+    tracks_positions: bool  # whether writes record the primary's WAL position (there are replicas)
+
     async def lookup(self, base: str, dependencies: Sequence[str], kind: str) -> Lookup: ...
     async def peek(self, key: str) -> Peek: ...
     async def fill(self, key: str, value: bytes, checks: Mapping[str, str]) -> None: ...
     async def release(self, key: str) -> None: ...
     async def write_started(self) -> None: ...
     async def write_finished(self) -> None: ...
-    async def product_written(self, generations: Iterable[str], deltas: Mapping[str, int]) -> None: ...
+    async def product_written(
+        self, generations: Iterable[str], deltas: Mapping[str, int], position: int | None
+    ) -> None: ...
+    async def load_write_position(self) -> None: ...
+    async def record_write_position(self, position: int) -> None: ...
     async def read_count(self, name: str) -> CountRead: ...
     async def write_count(self, name: str, value: int, version: str) -> None: ...
     async def forget_everything(self) -> None: ...
@@ -109,19 +119,21 @@ end
 """
 # KEYS: epoch, generations...  ARGV: entry key base, lock milliseconds, generation key prefix, the
 # hash that counts this kind of entry's lookups and hits (the service's hit ratio, read by benchmarks;
-# it starts again each STATS_TTL_S, as nothing is kept in Redis for ever).
+# it starts again each STATS_TTL_S, as nothing is kept in Redis for ever), write position key ('' without
+# replicas).
 LOOKUP = ENTRY + """
 local parts = {ARGV[1], redis.call('GET', KEYS[1]) or '0'}
 for i = 2, #KEYS do parts[#parts + 1] = redis.call('GET', KEYS[i]) or '0' end
 local key = table.concat(parts, '|')
+local position = ARGV[6] ~= '' and redis.call('GET', ARGV[6])
 local value = entry(key, ARGV[3])
 if redis.call('HINCRBY', ARGV[4], 'wanted', 1) == 1 then redis.call('EXPIRE', ARGV[4], ARGV[5]) end
 if value then
   redis.call('HINCRBY', ARGV[4], 'hits', 1)
-  return {key, value, 0}
+  return {key, value, 0, position}
 end
-if redis.call('SET', key .. '|lock', '1', 'NX', 'PX', ARGV[2]) then return {key, false, 1} end
-return {key, false, 0}
+if redis.call('SET', key .. '|lock', '1', 'NX', 'PX', ARGV[2]) then return {key, false, 1, position} end
+return {key, false, 0, position}
 """
 # ARGV: entry key, generation key prefix.  The entry (false: none), and 1 when it was stale.
 PEEK = ENTRY + """
@@ -139,10 +151,11 @@ end
 redis.call('INCR', KEYS[2])
 return n
 """
-# KEYS: epoch, counts version.  ARGV: count key prefix, name.
+# KEYS: epoch, counts version.  ARGV: count key prefix, name, write position key ('' without replicas).
 READ_COUNT = """
 local key = ARGV[1] .. (redis.call('GET', KEYS[1]) or '0') .. ':' .. ARGV[2]
-return {redis.call('GET', key), redis.call('PTTL', key), redis.call('GET', KEYS[2]) or '0'}
+local position = ARGV[3] ~= '' and redis.call('GET', ARGV[3])
+return {redis.call('GET', key), redis.call('PTTL', key), redis.call('GET', KEYS[2]) or '0', position}
 """
 # KEYS: epoch, counts version, writes in flight.  ARGV: count key prefix, name, version seen before
 # counting, value, ttl ms.  Kept only if no write began or was in flight meanwhile.
@@ -151,6 +164,19 @@ if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[3] then return 0 end
 if tonumber(redis.call('GET', KEYS[3]) or '0') > 0 then return 0 end
 local key = ARGV[1] .. (redis.call('GET', KEYS[1]) or '0') .. ':' .. ARGV[2]
 redis.call('SET', key, ARGV[4], 'PX', ARGV[5])
+return 1
+"""
+# KEYS: write position.  ARGV: a write position (16 hex digits), kept if past the one there. Compared as two
+# 32-bit halves: a Lua number holds a whole 64-bit position only below 2^53.
+RAISE_WRITE_POSITION = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local high, new_high = tonumber(string.sub(current, 1, 8), 16), tonumber(string.sub(ARGV[1], 1, 8), 16)
+  if high > new_high or (high == new_high and tonumber(string.sub(current, 9), 16) >= tonumber(string.sub(ARGV[1], 9), 16)) then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1])
 return 1
 """
 # A worker that dies mid-write leaves its mark; it fades, so counts are not refused for long.
@@ -163,13 +189,16 @@ class RedisBackend:
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.client = client
         self.prefix = settings.cache_prefix
-        self.ttl_ms = int(settings.cache_ttl * 1000)
+        self.ttl_ms = int(settings.entry_ttl * 1000)
         self.epoch = f"{self.prefix}:epoch"
         self.generations = f"{self.prefix}:g:"
         self.counts_version = f"{self.prefix}:counts_version"
         self.writes_in_flight = f"{self.prefix}:writes_in_flight"
+        self.tracks_positions = bool(settings.database_replica_urls)
+        self.write_position = f"{self.prefix}:write_position" if self.tracks_positions else ""
         self._lookup = client.register_script(LOOKUP)
         self._peek = client.register_script(PEEK)
+        self._raise_position = client.register_script(RAISE_WRITE_POSITION)
         self._adjust = client.register_script(ADJUST_COUNTS)
         self._read_count = client.register_script(READ_COUNT)
         self._write_count = client.register_script(WRITE_COUNT)
@@ -179,11 +208,24 @@ class RedisBackend:
 
     async def lookup(self, base: str, dependencies: Sequence[str], kind: str) -> Lookup:
         keys = [self.epoch, *(self.generation_key(name) for name in dependencies)]
-        key, value, leader = await self._lookup(
+        key, value, leader, position = await self._lookup(
             keys=keys,
-            args=[f"{self.prefix}:r:{base}", FILL_LOCK_MS, self.generations, f"{self.prefix}:stats:{kind}", STATS_TTL_S],
+            args=[f"{self.prefix}:r:{base}", FILL_LOCK_MS, self.generations, f"{self.prefix}:stats:{kind}", STATS_TTL_S,
+                  self.write_position],
         )
+        self.seen_position(position)
         return Lookup(key.decode(), value, bool(leader) or value is not None)
+
+    def seen_position(self, position: bytes | None) -> None:
+        """The write position read with generations or counts: what the request's reads must see."""
+        if self.tracks_positions:
+            reads_must_see(None if position is None else int(position, 16))
+
+    async def load_write_position(self) -> None:
+        self.seen_position(await self.client.get(self.write_position))
+
+    async def record_write_position(self, position: int) -> None:
+        await self._raise_position(keys=[self.write_position], args=[f"{position:016X}"])
 
     async def peek(self, key: str) -> Peek:
         value, stale = await self._peek(args=[key, self.generations])
@@ -206,8 +248,14 @@ class RedisBackend:
     async def write_finished(self) -> None:
         await self.client.decr(self.writes_in_flight)
 
-    async def product_written(self, generations: Iterable[str], deltas: Mapping[str, int]) -> None:
+    async def product_written(self, generations: Iterable[str], deltas: Mapping[str, int], position: int | None) -> None:
+        """``position``: the write's WAL position (None: unknown), recorded before the generations are bumped, so
+        that whoever reads a bumped generation reads it too."""
         async with self.client.pipeline(transaction=False) as pipe:
+            if self.tracks_positions and position is None:
+                pipe.delete(self.write_position)  # reads go to the primary until catalog.replicas restores it
+            elif self.tracks_positions:
+                await self._raise_position(keys=[self.write_position], args=[f"{position:016X}"], client=pipe)
             for name in generations:
                 pipe.incr(self.generation_key(name)).expire(self.generation_key(name), GENERATION_TTL_S)
             names = list(deltas)
@@ -219,9 +267,10 @@ class RedisBackend:
             await pipe.execute()
 
     async def read_count(self, name: str) -> CountRead:
-        value, ttl_ms, version = await self._read_count(
-            keys=[self.epoch, self.counts_version], args=[f"{self.prefix}:n:", name]
+        value, ttl_ms, version, position = await self._read_count(
+            keys=[self.epoch, self.counts_version], args=[f"{self.prefix}:n:", name, self.write_position]
         )
+        self.seen_position(position)
         return CountRead(None if value is None else int(value), max(ttl_ms, 0) / 1000, version.decode())
 
     async def write_count(self, name: str, value: int, version: str) -> None:
@@ -231,7 +280,13 @@ class RedisBackend:
         )
 
     async def forget_everything(self) -> None:
-        await self.client.incr(self.epoch)
+        """After a write that could not reach Redis: its position is unknown too (reads on the primary until
+        catalog.replicas restores one)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.incr(self.epoch)
+            if self.tracks_positions:
+                pipe.delete(self.write_position)
+            await pipe.execute()
 
     async def ping(self) -> None:
         await self.client.ping()
@@ -244,12 +299,15 @@ class MemoryBackend:
     """In-process stand-in for Redis: entries per worker, one generation shared by all workers.
 
     Any product write bumps the shared generation, which is part of every key, so no worker serves an
-    entry older than the last write (coarser than Redis's per-dependency generations).
+    entry older than the last write (coarser than Redis's per-dependency generations). The write position is
+    shared the same way (0: unknown), and read after the generation, which a write bumps after recording it.
     """
 
-    def __init__(self, generation: Synchronized, settings: Settings) -> None:
+    def __init__(self, generation: Synchronized, write_position: Synchronized, settings: Settings) -> None:
         self.generation = generation
-        self.ttl = settings.cache_ttl
+        self.write_position = write_position
+        self.tracks_positions = bool(settings.database_replica_urls)
+        self.ttl = settings.entry_ttl
         self.entries: dict[str, tuple[float, Any]] = {}
 
     def get(self, key: str) -> Any:
@@ -269,7 +327,19 @@ class MemoryBackend:
 
     async def lookup(self, base: str, dependencies: Sequence[str], kind: str) -> Lookup:
         key = f"{base}|{self.generation.value}"
+        self.seen_position()
         return Lookup(key, self.get(key))
+
+    def seen_position(self) -> None:
+        if self.tracks_positions:
+            reads_must_see(self.write_position.value or None)
+
+    async def load_write_position(self) -> None:
+        self.seen_position()
+
+    async def record_write_position(self, position: int) -> None:
+        with self.write_position.get_lock():
+            self.write_position.value = max(self.write_position.value, position)
 
     async def peek(self, key: str) -> Peek:
         return Peek(self.get(key))
@@ -287,16 +357,22 @@ class MemoryBackend:
     async def write_finished(self) -> None:
         """See write_started."""
 
-    async def product_written(self, generations: Iterable[str], deltas: Mapping[str, int]) -> None:
+    async def product_written(self, generations: Iterable[str], deltas: Mapping[str, int], position: int | None) -> None:
+        if self.tracks_positions and position is None:
+            with self.write_position.get_lock():
+                self.write_position.value = 0
+        elif self.tracks_positions:
+            await self.record_write_position(position)
         with self.generation.get_lock():
             self.generation.value += 1
 
     async def read_count(self, name: str) -> CountRead:
-        key = f"n:{name}|{self.generation.value}"
-        found = self.entries.get(key)
+        version = str(self.generation.value)
+        self.seen_position()
+        found = self.entries.get(f"n:{name}|{version}")
         if found is None or found[0] <= time.monotonic():
-            return CountRead(None, 0.0, str(self.generation.value))
-        return CountRead(found[1], found[0] - time.monotonic(), str(self.generation.value))
+            return CountRead(None, 0.0, version)
+        return CountRead(found[1], found[0] - time.monotonic(), version)
 
     async def write_count(self, name: str, value: int, version: str) -> None:
         if version == str(self.generation.value):

@@ -38,7 +38,7 @@ class ProductTotals:
 
     def __init__(self, cache: ResilientCache, settings: Settings) -> None:
         self.cache = cache
-        self.ttl = settings.cache_ttl
+        self.ttl = settings.entry_ttl
         self.exact_max = settings.exact_count_max_rows
         self.tasks: dict[str, asyncio.Task] = {}
 

@@ -3,9 +3,11 @@
 products were read before needs no model built and no SQL beyond its keys.
 
 A fragment's key holds the generation read *before* its product was loaded: a write that commits meanwhile
-bumps it, so a fragment built from older data is never reachable under a newer generation. Writes through
-the API bump ``p<id>`` before they return (read-your-writes on every worker); direct changes to the tables
-show within CACHE_TTL, the fragments' lifetime. Lookups go through the breaker: Redis failing means misses.
+bumps it, so a fragment built from older data is never reachable under a newer generation (with replicas, the
+write position read with the generations keeps the load on a replica that has every write they count,
+``catalog.replicas``). Writes through the API bump ``p<id>`` before they return (read-your-writes on every
+worker); direct changes to the tables show within CACHE_TTL, the fragments' lifetime. Lookups go through the
+breaker: Redis failing means misses.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from catalog.cache.resilient import ResilientCache
 from config.settings import Settings
 
 # KEYS: epoch, the products' generations.  ARGV: key prefix, parts, the hit counts' window in seconds,
-# their hash, the products' ids (in KEYS' order). Returns each product's generation, key and fragment (nil when
-# missing), and counts lookups and hits in one hash (as the response cache's lookup does).
+# their hash, the products' ids (in KEYS' order), the write position key ('' without replicas). Returns the
+# write position, then each product's generation, key and fragment (nil when missing), and counts lookups
+# and hits in one hash (as the response cache's lookup does).
 READ_FRAGMENTS = """
 local epoch = redis.call('GET', KEYS[1]) or '0'
-local out, hits = {}, 0
+local out, hits = {ARGV[#ARGV] ~= '' and redis.call('GET', ARGV[#ARGV])}, 0
 for i = 2, #KEYS do
   local generation = redis.call('GET', KEYS[i]) or '0'
   local key = ARGV[1] .. ARGV[i + 3] .. '|' .. ARGV[2] .. '|' .. epoch .. '|' .. generation
@@ -73,13 +76,16 @@ class RedisFragments:
         self.client: redis.Redis = backend.client
         self.prefix = f"{settings.cache_prefix}:f:"
         self.stats = f"{settings.cache_prefix}:stats:f"
-        self.ttl_ms = int(settings.cache_ttl * 1000)
+        self.ttl_ms = int(settings.entry_ttl * 1000)
         self._read = self.client.register_script(READ_FRAGMENTS)
         self._write = self.client.register_script(WRITE_FRAGMENTS)
 
     async def read(self, ids: Sequence[int], parts: str) -> FragmentRead:
         keys = [self.backend.epoch, *(self.backend.generation_key(product_generation(i)) for i in ids)]
-        reply = await self._read(keys=keys, args=[self.prefix, parts, STATS_TTL_S, self.stats, *ids])
+        position, *reply = await self._read(
+            keys=keys, args=[self.prefix, parts, STATS_TTL_S, self.stats, *ids, self.backend.write_position]
+        )
+        self.backend.seen_position(position)
         found, where, generations = {}, {}, {}
         for product_id, generation, key, value in zip(ids, reply[::3], reply[1::3], reply[2::3], strict=True):
             generations[product_generation(product_id)] = generation.decode()
@@ -101,6 +107,7 @@ class MemoryFragments:
 
     async def read(self, ids: Sequence[int], parts: str) -> FragmentRead:
         generation = self.backend.generation.value
+        self.backend.seen_position()
         where = {product_id: f"f:{product_id}|{parts}|{generation}" for product_id in ids}
         found = {}
         for product_id, key in where.items():

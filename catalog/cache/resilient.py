@@ -154,9 +154,23 @@ class ResilientCache:
     async def write_finished(self) -> None:
         await self._call(self.backend.write_finished, None)
 
-    async def product_written(self, generations: Iterable[str], deltas: Mapping[str, int]) -> None:
-        """Invalidate before the write's response returns."""
-        await self._must_reach(lambda: self.backend.product_written(generations, deltas))
+    @property
+    def tracks_positions(self) -> bool:
+        return self.backend.tracks_positions
+
+    async def product_written(self, generations: Iterable[str], deltas: Mapping[str, int], position: int | None) -> None:
+        """Invalidate before the write's response returns; with replicas, record the write's WAL position
+        (None: unknown) first."""
+        await self._must_reach(lambda: self.backend.product_written(generations, deltas, position))
+
+    async def load_write_position(self) -> None:
+        """For a read that asks the cache nothing before its queries (CACHE_RESPONSES=false): the write position
+        its reads must see (catalog.replicas); without it, they go to the primary."""
+        if self.backend.tracks_positions:
+            await self._call(self.backend.load_write_position, None)
+
+    async def record_write_position(self, position: int) -> None:
+        await self._call(lambda: self.backend.record_write_position(position), None)
 
     async def _must_reach(self, call: Callable[[], Awaitable[None]]) -> None:
         """A write's bookkeeping: if Redis cannot be told, stop trusting what it holds."""

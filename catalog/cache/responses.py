@@ -53,6 +53,7 @@ class ResponseCache:
     ) -> Representation:
         """The response for ``key``, made by ``produce`` when it is missing."""
         if not self.settings.cache_responses:
+            await self.cache.load_write_position()
             return await self._produce(None, produce)
         # Links in a body name the scheme and host it was asked for: one client's must not reach another.
         lookup = await self.cache.lookup(f"{request.scheme}://{request.host}{key}", dependencies, "r")

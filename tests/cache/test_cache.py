@@ -357,13 +357,13 @@ def test_redis_backend_round_trip(settings, catalog: Database) -> None:
             second = await backend.lookup("x", ["p1"], "r")  # lock held by the first
             await backend.fill(first.key, b"value", {})
             hit = await backend.lookup("x", ["p1"], "r")
-            await backend.product_written(["p1"], {})
+            await backend.product_written(["p1"], {}, None)
             after_write = await backend.lookup("x", ["p1"], "r")
             # An entry checked against a product it shows: good until that product's generation moves.
             shown = await backend.lookup("page", ["m1:*"], "r")
             await backend.fill(shown.key, b"page", {"p2": "0", "p3": "0"})
             page_hit, peeked = await backend.lookup("page", ["m1:*"], "r"), await backend.peek(shown.key)
-            await backend.product_written(["p3"], {})
+            await backend.product_written(["p3"], {}, None)
             stale_peek = await backend.peek(shown.key)  # as a request waiting on another's fill sees it
             await backend.fill(shown.key, b"page", {"p2": "0", "p3": "0"})
             after_product_write = await backend.lookup("page", ["m1:*"], "r")
