@@ -7,7 +7,6 @@ Each concern is set up by its own module; pools are opened per worker (Sanic spa
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import replace
 from multiprocessing import Array, Value
 
@@ -28,35 +27,10 @@ from catalog.db import (
 )
 from catalog.errors import JSONErrorHandler
 from catalog.http import setup_http
+from catalog.logs import configure_logging
 from catalog.replicas import close_replicas, open_replicas, start_request
 from config.database import masked_url
 from config.settings import Settings
-
-
-class OneLineFormatter(logging.Formatter):
-    """For libraries that log expected failures (PostgreSQL down) with a traceback: the error on one line."""
-
-    def formatException(self, exc_info) -> str:  # noqa: N802 (logging's name)
-        return repr(exc_info[1])
-
-    def format(self, record: logging.LogRecord) -> str:
-        return super().format(record).replace("\n", " | ")
-
-
-LOG_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
-
-
-def configure_logging() -> None:
-    """The service's own loggers (catalog.*) and asyncpg's; Sanic configures and prints its own."""
-    level = os.environ.get("LOG_LEVEL", "INFO").upper()
-    for name, formatter in (("catalog", logging.Formatter(LOG_FORMAT)), ("asyncpg", OneLineFormatter(LOG_FORMAT))):
-        logger = logging.getLogger(name)
-        if not logger.handlers:
-            handler = logging.StreamHandler()
-            handler.setFormatter(formatter)
-            logger.addHandler(handler)
-            logger.propagate = False
-        logger.setLevel(level)
 
 
 def create_app(*, settings: Settings | None = None) -> Sanic:

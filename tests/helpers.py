@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,11 +151,10 @@ class Server:
 
     def worker(self, response: httpx.Response) -> int:
         """The pid in the access log line of this response's request id."""
-        request_id = re.escape(response.headers["x-request-id"])
-        line = rf"^\S+ \S+ (\d+) \w+ catalog\.access: .* id={request_id}\b"
-        found = re.search(line, self.log.read_text(), re.MULTILINE)
-        assert found, f"no access log line for request {request_id}"
-        return int(found.group(1))
+        request_id = response.headers["x-request-id"]
+        found = workers_by_request(self.log, [request_id])
+        assert request_id in found, f"no access log line for request {request_id}"
+        return found[request_id]
 
     def follow_ups(self, path: str, headers: dict[str, str] | None = None) -> list[httpx.Response]:
         """At least FOLLOW_UPS GETs of ``path``, and as many more as it takes for both workers to answer."""
@@ -213,6 +212,17 @@ def server_timing(response: httpx.Response) -> tuple[int, str]:
                       response.headers["server-timing"])
     assert found, response.headers["server-timing"]
     return int(found.group(1)), found.group(2)
+
+
+# catalog.http logs every request once: "<asctime> <pid> <LEVEL> catalog.access: ... id=<request id>".
+ACCESS_LINE = re.compile(r" (\d+) \w+ catalog\.access: .* id=([A-Za-z0-9._:-]+)")
+
+
+def workers_by_request(log: Path, request_ids: Iterable[str]) -> dict[str, int]:
+    """The worker pid that served each of ``request_ids``, by the X-Request-ID its response carried (the
+    line is written before the response is sent)."""
+    wanted = set(request_ids)
+    return {rid: int(pid) for pid, rid in ACCESS_LINE.findall(log.read_text()) if rid in wanted}
 
 
 def statements(response) -> int:

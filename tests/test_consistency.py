@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import re
 import time
 import uuid
 from collections import Counter
@@ -28,7 +27,7 @@ import redis
 
 from benchmarks.servers import free_port, start_sanic, stop
 from tests.conftest import create_database, drop_database
-from tests.helpers import Sql, connect
+from tests.helpers import Sql, connect, workers_by_request
 
 SEEDED_PRODUCTS = 300
 SEEDED_CATEGORIES = 4
@@ -38,8 +37,6 @@ PAGE_SIZES = (7, 20, 50)
 MAX_WALK_PAGES = 200  # a walk longer than this is going round in circles
 REQUEST_TIMEOUT_S = 10.0
 TEST_TIMEOUT_S = 120.0
-# catalog.http logs every request once: "<asctime> <pid> <LEVEL> catalog.access: ... id=<request id>".
-ACCESS_LINE = re.compile(r" (\d+) \w+ catalog\.access: .* id=([A-Za-z0-9._:-]+)")
 
 
 def is_stable(product_id: int) -> bool:
@@ -68,10 +65,6 @@ class Server:
     def expire_cache(self) -> None:
         """After direct SQL: drop every cached response and count (what the TTL would do in 60 s)."""
         self.redis.incr(f"{self.cache_prefix}:epoch")
-
-    def workers_by_request(self) -> dict[str, int]:
-        """The worker pid that served each request, by the X-Request-ID the response carried."""
-        return {rid: int(pid) for pid, rid in ACCESS_LINE.findall(self.log.read_text())}
 
     def client(self, request_ids: list[str] | None = None) -> httpx.AsyncClient:
         """A client that opens a new connection for every request (remembering their ids if asked)."""
@@ -262,7 +255,8 @@ def test_concurrent_walks_see_every_stable_product_once_in_order(server: Server)
 
     started = time.monotonic()
     bounded(run())
-    workers = Counter(server.workers_by_request().get(rid) for rid in load.request_ids)
+    served_by = workers_by_request(server.log, load.request_ids)
+    workers = Counter(served_by.get(rid) for rid in load.request_ids)
     print(
         f"\nreaders={READERS} writers={WRITERS} walks={load.walks} pages={load.pages} "
         f"writes={sum(load.writes.values())} {dict(load.writes)} repriced repeats={load.repriced_repeats} "
@@ -371,7 +365,7 @@ def test_every_write_shows_on_the_next_read_on_either_worker(server: Server) -> 
 
     started = time.monotonic()
     bounded(run(*setup()))
-    worker = server.workers_by_request()
+    worker = workers_by_request(server.log, (rid for write, read, _ in reads for rid in (write, read)))
     other_worker = sum(worker[write] != worker[read] for write, read, _ in reads)
     stale = [problem for _, _, problem in reads if problem]
     print(
