@@ -68,16 +68,16 @@ def wait_until_serving(process: subprocess.Popen, port: int, log: Path, workers:
     raise RuntimeError(f"nothing served on port {port} within {START_TIMEOUT_S} s: {log.read_text()[-2000:]}")
 
 
-def start_sanic(env: dict[str, str], port: int, log: Path, workers: int = 2, tree: Path = PROJECT_ROOT
-                ) -> subprocess.Popen:
-    """``sanic catalog.app:create_app`` of the source ``tree`` on 127.0.0.1:``port``, output to ``log``,
-    returned once fully serving.
+def start_sanic(env: dict[str, str], port: int, log: Path, workers: int = 2, tree: Path = PROJECT_ROOT,
+                app: str = "catalog.app:create_app") -> subprocess.Popen:
+    """``sanic <app>`` (the service's factory unless told) of the source ``tree`` on 127.0.0.1:``port``,
+    output to ``log``, returned once fully serving.
 
     It runs in a session of its own so that a start-up that fails can be killed with its workers.
     """
     with log.open("w") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "sanic", "catalog.app:create_app", "--factory", "--host", "127.0.0.1",
+            [sys.executable, "-m", "sanic", app, "--factory", "--host", "127.0.0.1",
              "--port", str(port), "--workers", str(workers)],
             cwd=tree, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
         )

@@ -1,0 +1,97 @@
+"""Cached GETs against the bare Sanic ceiling, side by side in one run (issue 13, target 1).
+
+    .venv/bin/python -m benchmarks.ceiling [--products 100000] [--connections 500] [--duration 10]
+
+Serves ``benchmarks.bare`` (the same Sanic and 2 workers, no middleware, no logging, a fixed body the size
+of a 20-product page) and loads it with wrk; then the service as the Procfile starts it (response cache
+on, LOG_LEVEL=INFO: the log line is part of what is measured), each scenario warmed up and then loaded:
+the first list page, category pages, products and batches of 20 from sets of random ids, and 304s of the
+first page. Prints requests/s, its share of the bare ceiling's, P95 and timeouts (wrk's 2 s), and whether
+the target (at least 50% of the ceiling, P95 under 200 ms, no timeouts) is met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import uuid
+from pathlib import Path
+
+from benchmarks import log
+from benchmarks.data import data_facts, prepare_database
+from benchmarks.load import Req, deep_cursors, lua_script, run_wrk, scenarios
+from benchmarks.servers import (
+    LOG_DIR,
+    Server,
+    forget_prefix,
+    free_port,
+    http_get,
+    start_sanic,
+    stop,
+)
+
+CACHED = ("first_page", "category_page", "product", "batch20", "conditional_304")
+
+
+def load(server: Server, requests: list[Req], args: argparse.Namespace, name: str) -> dict:
+    script = LOG_DIR / f"ceiling-{name}.lua"
+    script.write_text(lua_script(requests))
+    run_wrk(server, script, args.connections, args.warmup, latency=False)  # fills the cache
+    summary, _ = run_wrk(server, script, args.connections, args.duration)
+    return summary
+
+
+def serve(app: str, env: dict[str, str], name: str) -> Server:
+    port = free_port()
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log_path = LOG_DIR / f"ceiling-{name}.log"
+    return Server(start_sanic({**env, "PORT": str(port)}, port, log_path, app=app), port, log_path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--products", type=int, default=100_000)
+    parser.add_argument("--connections", type=int, default=500)
+    parser.add_argument("--duration", type=float, default=10)
+    parser.add_argument("--warmup", type=float, default=4)
+    parser.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    args = parser.parse_args()
+    database_url = asyncio.run(prepare_database(args.pg, args.products))
+    facts = asyncio.run(data_facts(database_url))
+    prefix = f"bench_ceiling_{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": args.redis, "CACHE_PREFIX": prefix,
+           "LOG_LEVEL": "INFO", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    rows = []
+    bare = serve("benchmarks.bare:create_app", env, "bare")
+    try:
+        ceiling = load(bare, [Req("/")], args, "bare")
+    finally:
+        stop(bare.process)
+    ceiling_rps = ceiling["requests"] / (ceiling["duration_us"] / 1e6)
+    service = serve("catalog.app:create_app", env, "service")
+    try:
+        etag = http_get(service.port, "/products")[1]["etag"]
+        requests = scenarios(facts, deep_cursors(service, facts, 20, 1), etag, 1)
+        for name in CACHED:
+            log(f"{name}: {args.connections} connections")
+            rows.append((name, load(service, requests[name], args, name)))
+    finally:
+        stop(service.process)
+        forget_prefix(args.redis, prefix)
+    print(f"\n{args.products:,} products, 2 workers each, wrk -c {args.connections}, {args.duration:g} s after a "
+          f"{args.warmup:g} s warm-up; bare ceiling: {ceiling_rps:,.0f} req/s, P95 {ceiling['p95'] / 1000:.1f} ms, "
+          f"{ceiling['timeout']} timeouts\n")
+    print("| cached GET | req/s | of the ceiling | P95 ms | timeouts | errors | target |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    for name, summary in rows:
+        rps = summary["requests"] / (summary["duration_us"] / 1e6)
+        errors = summary["connect"] + summary["read"] + summary["write"] + summary["status"]
+        met = rps >= ceiling_rps / 2 and summary["p95"] < 200_000 and summary["timeout"] == 0
+        print(f"| {name} | {rps:,.0f} | {rps / ceiling_rps:.0%} | {summary['p95'] / 1000:.1f} | {summary['timeout']}"
+              f" | {errors} | {'met' if met else 'NOT MET'} |")
+
+
+if __name__ == "__main__":
+    main()
