@@ -2,7 +2,7 @@
 
     python -m sanic benchmarks.bare:create_app --factory --workers 2 --port 8001
 
-``benchmarks.ceiling`` measures the service's cached GETs against it.
+``benchmarks.targets`` measures the service's cached GETs against it.
 
 The same Sanic and worker count as the Procfile, but no middleware, no signals, no logging and no
 pools: one route answering a fixed body the size and shape of a 20-product page (the body of

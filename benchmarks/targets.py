@@ -1,13 +1,18 @@
-"""Cached GETs against the bare Sanic ceiling, side by side in one run (issue 13, target 1).
+"""Issue 13's first two targets in one run: cached GETs against the bare Sanic ceiling, and the mixed
+workload with writes as an open loop.
 
-    .venv/bin/python -m benchmarks.ceiling [--products 100000] [--connections 500] [--duration 10]
+    .venv/bin/python -m benchmarks.targets [--products 100000] [--connections 500] [--duration 10]
 
 Serves ``benchmarks.bare`` (the same Sanic and 2 workers, no middleware, no logging, a fixed body the size
 of a 20-product page) and loads it with wrk; then the service as the Procfile starts it (response cache
 on, LOG_LEVEL=INFO: the log line is part of what is measured), each scenario warmed up and then loaded:
 the first list page, category pages, products and batches of 20 from sets of random ids, and 304s of the
 first page. Prints requests/s, its share of the bare ceiling's, P95 and timeouts (wrk's 2 s), and whether
-the target (at least 50% of the ceiling, P95 under 200 ms, no timeouts) is met.
+the target (at least 50% of the ceiling, P95 under 200 ms, no timeouts) is met. Then, on a fresh cache warmed up by
+the same load, ``benchmarks.run``'s mixed workload (60% list pages, 25% products, 10% batches, 5% PUTs of a price) sent
+at 1,000 requests/s over 500 connections whatever the answers' pace: P95, timeouts and the response
+cache's hit ratio from its own counts (``<prefix>:stats:r``), against P95 under 200 ms, no timeouts and
+80% hits.
 """
 
 from __future__ import annotations
@@ -20,7 +25,16 @@ from pathlib import Path
 
 from benchmarks import log
 from benchmarks.data import data_facts, prepare_database
-from benchmarks.load import Req, deep_cursors, lua_script, run_wrk, scenarios
+from benchmarks.load import (
+    OPEN_LOOP_CONNECTIONS,
+    OPEN_LOOP_RATE,
+    WRK_THREADS,
+    Req,
+    deep_cursors,
+    lua_script,
+    run_wrk,
+    scenarios,
+)
 from benchmarks.servers import (
     LOG_DIR,
     Server,
@@ -34,18 +48,32 @@ from benchmarks.servers import (
 CACHED = ("first_page", "category_page", "product", "batch20", "conditional_304")
 
 
-def load(server: Server, requests: list[Req], args: argparse.Namespace, name: str) -> dict:
-    script = LOG_DIR / f"ceiling-{name}.lua"
-    script.write_text(lua_script(requests))
-    run_wrk(server, script, args.connections, args.warmup, latency=False)  # fills the cache
-    summary, _ = run_wrk(server, script, args.connections, args.duration)
+def load(server: Server, requests: list[Req], args: argparse.Namespace, name: str, rate: float = 0.0,
+         connections: int | None = None, redis_url: str | None = None, prefix: str = "") -> dict:
+    """The scenario's figures after a warm-up with the same load (which fills the cache); with ``redis_url``,
+    also the response cache's hit ratio over the measured part (``hits``)."""
+    script = LOG_DIR / f"targets-{name}.lua"
+    script.write_text(lua_script(requests, rate / WRK_THREADS))
+    run_wrk(server, script, connections or args.connections, args.warmup, latency=False)
+    if redis_url is None:
+        return run_wrk(server, script, connections or args.connections, args.duration)[0]
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.delete(f"{prefix}:stats:r")
+        summary, _ = run_wrk(server, script, connections or args.connections, args.duration)
+        counted = {key.decode(): int(value) for key, value in client.hgetall(f"{prefix}:stats:r").items()}
+    finally:
+        client.close()
+    summary["hits"] = counted["hits"] / counted["wanted"] if counted.get("wanted") else None
     return summary
 
 
 def serve(app: str, env: dict[str, str], name: str) -> Server:
     port = free_port()
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log_path = LOG_DIR / f"ceiling-{name}.log"
+    log_path = LOG_DIR / f"targets-{name}.log"
     return Server(start_sanic({**env, "PORT": str(port)}, port, log_path, app=app), port, log_path)
 
 
@@ -80,6 +108,15 @@ def main() -> None:
     finally:
         stop(service.process)
         forget_prefix(args.redis, prefix)
+    mixed_prefix = f"{prefix}_mixed"
+    service = serve("catalog.app:create_app", {**env, "CACHE_PREFIX": mixed_prefix}, "mixed")
+    try:
+        log(f"mixed: {OPEN_LOOP_RATE:,} requests/s over {OPEN_LOOP_CONNECTIONS} connections")
+        mixed = load(service, requests["mixed"], args, "mixed", OPEN_LOOP_RATE, OPEN_LOOP_CONNECTIONS, args.redis,
+                     mixed_prefix)
+    finally:
+        stop(service.process)
+        forget_prefix(args.redis, mixed_prefix)
     print(f"\n{args.products:,} products, 2 workers each, wrk -c {args.connections}, {args.duration:g} s after a "
           f"{args.warmup:g} s warm-up; bare ceiling: {ceiling_rps:,.0f} req/s, P95 {ceiling['p95'] / 1000:.1f} ms, "
           f"{ceiling['timeout']} timeouts\n")
@@ -91,6 +128,12 @@ def main() -> None:
         met = rps >= ceiling_rps / 2 and summary["p95"] < 200_000 and summary["timeout"] == 0
         print(f"| {name} | {rps:,.0f} | {rps / ceiling_rps:.0%} | {summary['p95'] / 1000:.1f} | {summary['timeout']}"
               f" | {errors} | {'met' if met else 'NOT MET'} |")
+    rps = mixed["requests"] / (mixed["duration_us"] / 1e6)
+    hits = mixed["hits"]
+    met = mixed["p95"] < 200_000 and mixed["timeout"] == 0 and hits is not None and hits >= 0.8
+    print(f"\nmixed workload, open loop at {OPEN_LOOP_RATE:,} requests/s over {OPEN_LOOP_CONNECTIONS} connections, "
+          f"after a warm-up of the same: {rps:,.0f} req/s, P95 {mixed['p95'] / 1000:.1f} ms, {mixed['timeout']} timeouts, "
+          f"response cache hits {'-' if hits is None else f'{hits:.0%}'}: {'met' if met else 'NOT MET'}")
 
 
 if __name__ == "__main__":
