@@ -20,6 +20,9 @@ DATABASE_UNAVAILABLE = (
     TimeoutError,  # no pooled connection within DB_ACQUIRE_TIMEOUT, or a statement past its timeout
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,  # "connection is closed" on a connection the server dropped
+    # "cannot switch to state ...; another operation is in progress": a connection caught mid-statement when
+    # its server went away (seen on a replica stopped under load)
+    asyncpg.InternalClientError,
     asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections
 )
