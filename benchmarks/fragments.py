@@ -195,10 +195,11 @@ def cpu_seconds(process: subprocess.Popen) -> float:
     return total
 
 
-def wrk(port: int, script: str, seconds: float, workdir: Path) -> tuple[int, float, int]:
+def wrk(port: int, script: str, seconds: float, workdir: Path, connections: int = 50) -> tuple[int, float, int]:
+    """Requests, P95 ms, and errors with timeouts, of ``script`` (a Lua ``request()``) sent for ``seconds``."""
     path = workdir / f"s{uuid.uuid4().hex[:6]}.lua"
     path.write_text(script + DONE)
-    output = subprocess.run(["wrk", "-t", "2", "-c", "50", "-d", f"{max(1, round(seconds))}s", "-s", str(path),
+    output = subprocess.run(["wrk", "-t", "2", "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "-s", str(path),
                              f"http://127.0.0.1:{port}"], capture_output=True, text=True, check=True).stdout
     found = re.search(r"RESULT (\d+) ([\d.]+) (\d+) (\d+)", output)
     assert found, output

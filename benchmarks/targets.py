@@ -12,7 +12,8 @@ the target (at least 50% of the ceiling, P95 under 200 ms, no timeouts) is met. 
 the same load, ``benchmarks.run``'s mixed workload (60% list pages, 25% products, 10% batches, 5% PUTs of a price) sent
 at 1,000 requests/s over 500 connections whatever the answers' pace: P95, timeouts and the response
 cache's hit ratio from its own counts (``<prefix>:stats:r``), against P95 under 200 ms, no timeouts and
-80% hits.
+80% hits. Last, target 3: products, list pages and batches of 20 that no request asked before, against
+one primary-key SELECT through the same app (``/_ceiling/pk``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import uuid
 from pathlib import Path
 
 from benchmarks import log
-from benchmarks.data import data_facts, prepare_database
+from benchmarks.data import PAGE_SIZE, DataFacts, data_facts, prepare_database
+from benchmarks.fragments import STATIC, WALK, wrk
 from benchmarks.load import (
     OPEN_LOOP_CONNECTIONS,
     OPEN_LOOP_RATE,
@@ -75,6 +77,50 @@ def serve(app: str, env: dict[str, str], name: str) -> Server:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log_path = LOG_DIR / f"targets-{name}.log"
     return Server(start_sanic({**env, "PORT": str(port)}, port, log_path, app=app), port, log_path)
+
+
+# Each request of a miss scenario asks what no request asked before (benchmarks.fragments' walk).
+BATCH_WALK = """
+local n, counter, tid = {n}, 0, 0
+local threads = 0
+function setup(thread) threads = threads + 1; thread:set("tid", threads) end
+function init(args) tid = tonumber(wrk.thread:get("tid")) or 0 end
+function request()
+  counter = counter + 1
+  local first = (((tid * 50021 + counter * 7919) % n) * 20) + 1
+  local ids = {{}}
+  for i = 0, 19 do ids[#ids + 1] = tostring(first + i) end
+  return wrk.format("GET", "/products/batch?ids=" .. table.concat(ids, ","))
+end
+"""
+
+
+def misses(env: dict[str, str], facts: DataFacts, args: argparse.Namespace) -> list[str]:
+    """Target 3: never-asked products, list pages and batches against one primary-key SELECT (``/_ceiling/pk``)."""
+    prefix = f"{env['CACHE_PREFIX']}_misses"
+    service = serve("catalog.app:create_app", {**env, "CACHE_PREFIX": prefix, "BENCHMARK_ENDPOINTS": "true"}, "misses")
+    pages = facts.active // PAGE_SIZE - 1
+    cases = [("product by id", WALK.format(path="/products/%d", n=facts.max_id), 0.30),
+             ("20-product list page (page=N)", WALK.format(path="/products?page=%d", n=pages), 0.15),
+             ("batch of 20", BATCH_WALK.format(n=facts.max_id // 20 - 1), 0.10)]
+    try:
+        wrk(service.port, STATIC.format(path="/_ceiling/pk"), args.warmup, LOG_DIR, args.connections)
+        requests, _, _ = wrk(service.port, STATIC.format(path="/_ceiling/pk"), args.duration, LOG_DIR, args.connections)
+        pk_rps = requests / args.duration
+        lines = [f"\nmisses, every request new, wrk -c {args.connections}: one primary-key SELECT (`/_ceiling/pk`) "
+                 f"{pk_rps:,.0f} req/s\n", "| miss | req/s | of the PK ceiling | P95 ms | errors + timeouts | target |",
+                 "| --- | ---: | ---: | ---: | ---: | --- |"]
+        for name, script, share in cases:
+            log(f"misses: {name}")
+            requests, p95, errors = wrk(service.port, script, args.duration, LOG_DIR, args.connections)
+            rps = requests / args.duration
+            met = rps >= share * pk_rps and errors == 0
+            lines.append(f"| {name} | {rps:,.0f} | {rps / pk_rps:.0%} (target {share:.0%}) | {p95:.1f} | {errors} |"
+                         f" {'met' if met else 'NOT MET'} |")
+        return lines
+    finally:
+        stop(service.process)
+        forget_prefix(args.redis, prefix)
 
 
 def main() -> None:
@@ -134,6 +180,7 @@ def main() -> None:
     print(f"\nmixed workload, open loop at {OPEN_LOOP_RATE:,} requests/s over {OPEN_LOOP_CONNECTIONS} connections, "
           f"after a warm-up of the same: {rps:,.0f} req/s, P95 {mixed['p95'] / 1000:.1f} ms, {mixed['timeout']} timeouts, "
           f"response cache hits {'-' if hits is None else f'{hits:.0%}'}: {'met' if met else 'NOT MET'}")
+    print("\n".join(misses(env, facts, args)))
 
 
 if __name__ == "__main__":
