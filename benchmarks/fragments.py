@@ -40,17 +40,20 @@ from config.settings import PROJECT_ROOT
 
 DATABASE = "bench_100k"
 
-# Each wrk thread walks its own stride through ids / pages, so that requests of scenario (c), (d) repeat rarely.
-WALK = """
+# Each wrk thread walks its own stride through 0 .. n - 1 (``step()``), so that the requests of a walk repeat
+# rarely: ids and pages never asked before, as scenarios (c) and (d) need.
+STRIDE = """
 local n, counter, tid = {n}, 0, 0
 local threads = 0
 function setup(thread) threads = threads + 1; thread:set("tid", threads) end
 function init(args) tid = tonumber(wrk.thread:get("tid")) or 0 end
-function request()
+local function step()
   counter = counter + 1
-  local i = ((tid * 50021 + counter * 7919) % n) + 1
-  return wrk.format("GET", string.format("{path}", i))
+  return (tid * 50021 + counter * 7919) % n
 end
+"""
+WALK = STRIDE + """
+function request() return wrk.format("GET", string.format("{path}", step() + 1)) end
 """
 RANDOM = """
 math.randomseed(os.time())

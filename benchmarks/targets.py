@@ -26,7 +26,7 @@ from pathlib import Path
 
 from benchmarks import log
 from benchmarks.data import PAGE_SIZE, DataFacts, data_facts, prepare_database
-from benchmarks.fragments import STATIC, WALK, wrk
+from benchmarks.fragments import STATIC, STRIDE, WALK, wrk
 from benchmarks.load import (
     OPEN_LOOP_CONNECTIONS,
     OPEN_LOOP_RATE,
@@ -79,15 +79,11 @@ def serve(app: str, env: dict[str, str], name: str) -> Server:
     return Server(start_sanic({**env, "PORT": str(port)}, port, log_path, app=app), port, log_path)
 
 
-# Each request of a miss scenario asks what no request asked before (benchmarks.fragments' walk).
-BATCH_WALK = """
-local n, counter, tid = {n}, 0, 0
-local threads = 0
-function setup(thread) threads = threads + 1; thread:set("tid", threads) end
-function init(args) tid = tonumber(wrk.thread:get("tid")) or 0 end
+# Each request of a miss scenario asks what no request asked before (benchmarks.fragments' walk): here 20
+# ids that no other batch holds.
+BATCH_WALK = STRIDE + """
 function request()
-  counter = counter + 1
-  local first = (((tid * 50021 + counter * 7919) % n) * 20) + 1
+  local first = step() * 20 + 1
   local ids = {{}}
   for i = 0, 19 do ids[#ids + 1] = tostring(first + i) end
   return wrk.format("GET", "/products/batch?ids=" .. table.concat(ids, ","))
