@@ -4,7 +4,7 @@
 
 ``benchmarks.targets`` measures the service's cached GETs against it.
 
-The same Sanic and worker count as the Procfile, but no middleware, no signals, no logging and no
+The same Sanic, worker count and listen backlog as the Procfile's service, but no middleware, no signals, no logging and no
 pools: one route answering a fixed body the size and shape of a 20-product page (the body of
 ``/_ceiling/static``, which goes through the service's app). Issue 13 measures cached GETs against it.
 """
@@ -14,13 +14,16 @@ from __future__ import annotations
 from sanic import HTTPResponse, Request, Sanic
 from sanic.response import raw
 
+from catalog.app import deepen_listen_backlog
 from catalog.blueprints.ceiling import STATIC_BODY
+from config.settings import Settings
 
 
 def create_app() -> Sanic:
     app = Sanic("bare")
     app.config.ACCESS_LOG = False
     app.config.MOTD = False
+    deepen_listen_backlog(app, Settings().listen_backlog)  # the service's listening queue, for a fair ceiling
 
     @app.get("/")
     async def page(request: Request) -> HTTPResponse:

@@ -104,6 +104,8 @@ def create_app(*, settings: Settings | None = None) -> Sanic:
         elif settings.redis_url.startswith("rediss://") and settings.redis_ssl_cert_reqs == "none":
             cache_logger.warning("Redis over TLS without verifying its certificate (REDIS_SSL_CERT_REQS=none)")
 
+    deepen_listen_backlog(app, settings.listen_backlog)
+
     @app.main_process_ready
     async def stop_listening_when_shutting_down(app: Sanic) -> None:
         """Sanic's main process keeps its copy of the listening socket while the workers drain, so a new
@@ -151,3 +153,15 @@ def create_app(*, settings: Settings | None = None) -> Sanic:
         await close_database()
 
     return app
+
+
+def deepen_listen_backlog(app: Sanic, backlog: int) -> None:
+    """``listen()`` again on the sockets the main process bound and the workers share: the queue is the
+    socket's, so every worker accepts from the deeper one."""
+
+    @app.main_process_ready
+    async def listen_deeper(app: Sanic) -> None:
+        for server_info in app.state.server_info:
+            listening = server_info.settings.get("sock")
+            if listening is not None:
+                listening.listen(backlog)

@@ -92,6 +92,15 @@ def seed_command(args: argparse.Namespace, settings: Settings) -> None:
     print(summary)
 
 
+def forget_cache_command(args: argparse.Namespace, settings: Settings) -> None:
+    from catalog.cache import forget_cached
+
+    if not settings.redis_url:
+        sys.exit("catalog: REDIS_URL is not set: without Redis each worker's cache lives and ends with it")
+    asyncio.run(forget_cached(settings))
+    print("every cached entry dropped")
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="catalog", description=__doc__)
@@ -110,6 +119,10 @@ def main(argv: list[str] | None = None) -> None:
     seed_parser.add_argument("--seed", type=int, default=42)
     seed_parser.add_argument("--quiet", action="store_true", help="no progress bar")
     seed_parser.set_defaults(handler=seed_command)
+
+    commands.add_parser(
+        "forget-cache", help="drop every cached entry on every instance (after changing the tables directly)"
+    ).set_defaults(handler=forget_cache_command)
 
     args = parser.parse_args(argv)
     args.handler(args, Settings())

@@ -49,6 +49,9 @@ class Settings:
     # it, it goes to the primary until a poll shows the replica has the write.
     replica_poll: float = field(default_factory=lambda: _float("REPLICA_POLL_MS", 10.0) / 1000)
     port: int = field(default_factory=lambda: _int("PORT", 8000))
+    # Connections the kernel queues before a worker accepts them. Sanic's 100 (its CLI has no option for it)
+    # drops connections when 500 arrive at once, and each dropped one costs its client a 1 s SYN retry.
+    listen_backlog: int = field(default_factory=lambda: _int("LISTEN_BACKLOG", 1024))
     host: str = field(default_factory=lambda: os.environ.get("HOST", "0.0.0.0"))
     workers: int = field(default_factory=lambda: _int("WEB_CONCURRENCY", 2))
     # asyncpg pool per worker: opens DB_POOL_MIN, grows on demand to DB_POOL_MAX (the seed's 20 + 30 overflow),
@@ -81,6 +84,11 @@ class Settings:
     cache_ttl: float = field(default_factory=lambda: _float("CACHE_TTL", 60.0))
     cache_responses: bool = field(default_factory=lambda: _bool("CACHE_RESPONSES", True))
     cache_prefix: str = field(default_factory=lambda: os.environ.get("CACHE_PREFIX", "catalog"))
+    # Each worker keeps the responses it served last in memory (catalog.cache.local), up to this size (0: off),
+    # each at most CACHE_LOCAL_TTL_MS after Redis vouched for it. That is also how long a write waits at worst
+    # when a worker does not confirm that it dropped what the write changed.
+    cache_local_mb: float = field(default_factory=lambda: _float("CACHE_LOCAL_MB", 32.0))
+    cache_local_ttl: float = field(default_factory=lambda: _float("CACHE_LOCAL_TTL_MS", 1000.0) / 1000)
     # A dead or slow Redis costs at most this per call, and then nothing while the breaker is open. Not
     # shorter: at 500 connections a worker's event loop lags past 50 ms, and late replies opened the breaker.
     redis_timeout: float = field(default_factory=lambda: _float("REDIS_TIMEOUT_MS", 200.0) / 1000)
@@ -135,4 +143,8 @@ class Settings:
                 found.append(str(error))
         if self.database_replica_urls and not 0 < self.replica_max_lag < self.cache_ttl:
             found.append(f"REPLICA_MAX_LAG_MS is {self.replica_max_lag * 1000:g}: more than 0, less than CACHE_TTL")
+        if self.cache_local_mb < 0:
+            found.append(f"CACHE_LOCAL_MB is {self.cache_local_mb:g}: 0 (off) or more")
+        if not 0 < self.cache_local_ttl <= 10:  # a write may wait this long: keep it well under Heroku's 30 s
+            found.append(f"CACHE_LOCAL_TTL_MS is {self.cache_local_ttl * 1000:g}: more than 0, at most 10000")
         return found

@@ -23,6 +23,7 @@ from sanic_testing.reusable import ReusableClient
 
 from benchmarks.servers import free_port
 from catalog.app import create_app
+from catalog.cache import forget_cached
 from config.settings import PROJECT_ROOT, Settings
 from tests.helpers import Sql
 from tests.servers import RedisServer
@@ -144,16 +145,17 @@ class Database(Sql):
     """Direct SQL on the test database, on the client's event loop (never through the service).
 
     A direct change shows through the API once the cache TTL has passed; these helpers let it pass at
-    once (an epoch bump drops every cached entry) so that tests about data need not wait.
+    once (``catalog forget-cache``, on the client's loop so that the app's worker confirms it) so that
+    tests about data need not wait.
     """
 
     def __init__(self, client: ReusableClient, url: str, settings: Settings) -> None:
         super().__init__(url, run=client._run)
         self.redis = redis.Redis.from_url(settings.redis_url)
-        self.epoch_key = f"{settings.cache_prefix}:epoch"
+        self.settings = settings
 
     def expire_cache(self) -> None:
-        self.redis.incr(self.epoch_key)
+        self.run(forget_cached(self.settings))
 
     def execute(self, sql: str, *args: Any) -> str:
         result = super().execute(sql, *args)

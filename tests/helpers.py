@@ -13,8 +13,9 @@ import asyncio
 import os
 import re
 from collections.abc import Callable, Coroutine, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,24 @@ import asyncpg
 import httpx
 
 from benchmarks.servers import free_port, start_sanic, stop
+from catalog.cache import forget_cached
 from config.database import connect_arguments
+from config.settings import Settings
 
 CONNECT_TIMEOUT_S = 10
 STATEMENT_TIMEOUT_S = 60  # the longest, test_query_plans' count of every list, takes about 1 s per 100,000 products
 REQUEST_TIMEOUT_S = 5
 FOLLOW_UPS = 6  # requests that must all show a change; more are sent until both workers have answered
 MAX_REQUESTS = 40  # per URL: with connections spread over two workers, both answer long before this
+
+
+def forget_cached_now(redis_url: str, prefix: str) -> None:
+    """After direct SQL, on a server of its own process: what ``catalog forget-cache`` does (every worker has
+    dropped what it cached, local copies included, when this returns). On a thread, so that a test may call
+    it with its own event loop running."""
+    settings = replace(Settings(), redis_url=redis_url, cache_prefix=prefix)
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, forget_cached(settings)).result()
 
 
 async def connect(url: str) -> asyncpg.Connection:
@@ -207,11 +219,11 @@ def server_env(database_url: str, redis_url: str | None, **settings: str) -> dic
 
 
 def server_timing(response: httpx.Response) -> tuple[int, str]:
-    """The SQL statements a response ran and what the cache did for it."""
+    """The SQL statements a response ran and what the cache did for it (``cache_state``)."""
     found = re.search(r'db;dur=[\d.]+;desc="(\d+) statements", cache;dur=[\d.]+;desc="([\w-]+)"',
                       response.headers["server-timing"])
     assert found, response.headers["server-timing"]
-    return int(found.group(1)), found.group(2)
+    return int(found.group(1)), HIT if found.group(2) == LOCAL_HIT else found.group(2)
 
 
 # catalog.http logs every request once: "<asctime> <pid> <LEVEL> catalog.access: ... id=<request id>".
@@ -230,9 +242,19 @@ def statements(response) -> int:
     return int(re.search(r'db;dur=[\d.]+;desc="(\d+) statements"', response.headers["server-timing"]).group(1))
 
 
-def cache_state(response) -> str:
-    """What the cache did for a response: hit, miss, off, or - where it had no part."""
+HIT, LOCAL_HIT = "hit", "local"
+
+
+def cache_layer(response) -> str:
+    """What the cache did for a response: hit (in Redis), local (the worker's own copy), miss, off, or - where
+    it had no part."""
     return re.search(r'cache;dur=[\d.]+;desc="(\w+|-)"', response.headers["server-timing"]).group(1)
+
+
+def cache_state(response) -> str:
+    """As ``cache_layer``, with both kinds of hits a hit."""
+    layer = cache_layer(response)
+    return HIT if layer == LOCAL_HIT else layer
 
 
 def links(header: str) -> dict[str, str]:

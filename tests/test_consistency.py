@@ -27,7 +27,7 @@ import redis
 
 from benchmarks.servers import free_port, start_sanic, stop
 from tests.conftest import create_database, drop_database
-from tests.helpers import Sql, connect, workers_by_request
+from tests.helpers import Sql, connect, forget_cached_now, workers_by_request
 
 SEEDED_PRODUCTS = 300
 SEEDED_CATEGORIES = 4
@@ -58,13 +58,14 @@ class Server:
     database_url: str
     log: Path
     redis: redis.Redis
+    redis_url: str
     cache_prefix: str
     categories: list[int]
     seeded: dict[int, Row]
 
     def expire_cache(self) -> None:
         """After direct SQL: drop every cached response and count (what the TTL would do in 60 s)."""
-        self.redis.incr(f"{self.cache_prefix}:epoch")
+        forget_cached_now(self.redis_url, self.cache_prefix)
 
     def client(self, request_ids: list[str] | None = None) -> httpx.AsyncClient:
         """A client that opens a new connection for every request (remembering their ids if asked)."""
@@ -126,7 +127,7 @@ def server(postgres_server_url: str, redis_url: str, tmp_path_factory: pytest.Te
         }
         process = start_sanic(env, port, log)
         try:
-            yield Server(f"http://127.0.0.1:{port}", database_url, log, client, cache_prefix, categories, seeded)
+            yield Server(f"http://127.0.0.1:{port}", database_url, log, client, redis_url, cache_prefix, categories, seeded)
         finally:
             assert stop(process) == 0
     finally:

@@ -2,7 +2,8 @@
 Redis or in process, behind a circuit breaker, invalidated exactly by generation numbers.
 
 One module per concern: ``backends`` (where entries live), ``resilient`` (the breaker), ``responses``,
-``counts``, ``anchors``, ``fragments`` and ``invalidation`` (what a product write makes stale). Here they
+``counts``, ``anchors``, ``fragments``, ``invalidation`` (what a product write makes stale), ``local``
+(each worker's copy of the responses it served last) and ``coherence`` (how a write reaches those copies). Here they
 are put together: what a worker keeps (``Caches``), what the workers of a host share (``SharedState``), and
 ``open_caches``.
 """
@@ -20,16 +21,13 @@ from sanic import Sanic
 
 from catalog import events
 from catalog.cache.anchors import PageAnchors
-from catalog.cache.backends import (
-    POOL_WAIT_S,
-    MemoryBackend,
-    RedisBackend,
-    WaitingConnectionPool,
-    tls_arguments,
-)
+from catalog.cache.backends import MemoryBackend, RedisBackend
+from catalog.cache.coherence import Coherence
 from catalog.cache.counts import ProductTotals
 from catalog.cache.fragments import ProductFragments
 from catalog.cache.invalidation import product_write_effects
+from catalog.cache.local import LocalEntries
+from catalog.cache.pool import POOL_WAIT_S, WaitingConnectionPool, tls_arguments
 from catalog.cache.resilient import ResilientCache
 from catalog.cache.responses import ResponseCache
 from catalog.domain import ProductState
@@ -81,17 +79,35 @@ def open_caches(settings: Settings, shared: SharedState) -> Caches:
             retry=Retry(NoBackoff(), 0),
         )
         client = redis.Redis(connection_pool=pool)
-        store = ResilientCache(RedisBackend(client, settings), settings, "Redis", shared.unconfirmed_writes)
+        local = LocalEntries(int(settings.cache_local_mb * 2**20), settings.cache_local_ttl) if settings.cache_local_mb else None
+        # The channel's connection of its own, which waits on announcements without the pool's call timeout.
+        subscriber = redis.Redis.from_url(settings.redis_url, **tls_arguments(settings), socket_timeout=None,
+                                          socket_connect_timeout=settings.redis_connect_timeout, retry=Retry(NoBackoff(), 0))
+        coherence = Coherence(client, subscriber, local, settings)
+        coherence.start()
+        store = ResilientCache(RedisBackend(client, settings, coherence), settings, "Redis", shared.unconfirmed_writes)
     else:
+        local = None  # the in-process stand-in is local already
         backend = MemoryBackend(shared.generation, shared.write_position, settings)
         store = ResilientCache(backend, settings, "in-process cache", shared.unconfirmed_writes)
     return Caches(
         store,
-        ResponseCache(store, settings),
+        ResponseCache(store, settings, local),
         ProductTotals(store, settings),
         PageAnchors(store, settings),
         ProductFragments(store, settings),
     )
+
+
+async def forget_cached(settings: Settings) -> None:
+    """Every cached entry dropped, on every worker of every instance and their local copies, before this
+    returns: for changes made directly in the tables (``catalog forget-cache``), which otherwise show within
+    CACHE_TTL."""
+    client = redis.Redis.from_url(settings.redis_url, **tls_arguments(settings))
+    try:
+        await RedisBackend(client, settings).forget_everything()
+    finally:
+        await client.aclose()
 
 
 def react_to_product_writes(app: Sanic) -> None:

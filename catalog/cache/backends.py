@@ -12,7 +12,6 @@ records it before the generations it bumps, and every read of generations or cou
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,8 @@ from typing import Any, Protocol
 
 import redis.asyncio as redis
 
+from catalog.cache.coherence import Coherence
+from catalog.cache.local import EVERYTHING
 from catalog.replicas import reads_must_see
 from config.settings import Settings
 
@@ -31,23 +32,6 @@ GENERATION_TTL_S = 86_400
 STATS_TTL_S = 86_400
 # How long one worker may hold the right to compute a missing entry before another may.
 FILL_LOCK_MS = 2_000
-POOL_WAIT_S = 1.0
-
-
-class PoolBusy(Exception):
-    """Every Redis connection of this worker stayed in use for POOL_WAIT_S: the worker is busy, not Redis."""
-
-
-class WaitingConnectionPool(redis.BlockingConnectionPool):
-    """redis-py's blocking pool, whose wait that ran out is told apart from Redis failing."""
-
-    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return await super().get_connection(*args, **kwargs)
-        except redis.ConnectionError as error:
-            if isinstance(error.__cause__, asyncio.TimeoutError):  # the wait, not a connect that failed
-                raise PoolBusy from error
-            raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +39,7 @@ class Lookup:
     key: str | None  # None: caching is off or unavailable for this request
     value: bytes | None = None
     leader: bool = True  # whether this request computes the entry (others wait for it)
+    checks: Sequence[str] = ()  # a hit's generations beyond its key's, by name
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,20 +86,21 @@ class Backend(Protocol):
 
 
 # An entry is stored as its checks (``name=value`` generations, space-separated), a newline, its bytes.
-# entry(key, generation key prefix) gives the bytes while every check holds, else false, and whether
-# the entry was there but stale (then it is deleted).
+# entry(key, generation key prefix) gives the bytes while every check holds, else false, whether the
+# entry was there but stale (then it is deleted), and its checks.
 ENTRY = """
 local function entry(key, generations)
   local stored = redis.call('GET', key)
   if not stored then return false, false end
   local cut = string.find(stored, '\\n', 1, true)
-  for name, seen in string.gmatch(string.sub(stored, 1, cut - 1), '([^ =]+)=([^ ]+)') do
+  local checks = string.sub(stored, 1, cut - 1)
+  for name, seen in string.gmatch(checks, '([^ =]+)=([^ ]+)') do
     if (redis.call('GET', generations .. name) or '0') ~= seen then
       redis.call('DEL', key)
       return false, true
     end
   end
-  return string.sub(stored, cut + 1), false
+  return string.sub(stored, cut + 1), false, checks
 end
 """
 # KEYS: epoch, generations...  ARGV: entry key base, lock milliseconds, generation key prefix, the
@@ -126,11 +112,11 @@ local parts = {ARGV[1], redis.call('GET', KEYS[1]) or '0'}
 for i = 2, #KEYS do parts[#parts + 1] = redis.call('GET', KEYS[i]) or '0' end
 local key = table.concat(parts, '|')
 local position = ARGV[6] ~= '' and redis.call('GET', ARGV[6])
-local value = entry(key, ARGV[3])
+local value, stale, checks = entry(key, ARGV[3])
 if redis.call('HINCRBY', ARGV[4], 'wanted', 1) == 1 then redis.call('EXPIRE', ARGV[4], ARGV[5]) end
 if value then
   redis.call('HINCRBY', ARGV[4], 'hits', 1)
-  return {key, value, 0, position}
+  return {key, value, 0, position, checks}
 end
 if redis.call('SET', key .. '|lock', '1', 'NX', 'PX', ARGV[2]) then return {key, false, 1, position} end
 return {key, false, 0, position}
@@ -186,8 +172,11 @@ WRITE_MARK_TTL_S = 60
 class RedisBackend:
     """The cache in Redis, shared by all workers; one client (and pool) per worker."""
 
-    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+    def __init__(self, client: redis.Redis, settings: Settings, coherence: Coherence | None = None) -> None:
+        """``coherence``: this worker's listener for its local entries; without one, writes still reach the
+        local entries of every worker that has one."""
         self.client = client
+        self.coherence = coherence or Coherence(client, client, None, settings)
         self.prefix = settings.cache_prefix
         self.ttl_ms = int(settings.entry_ttl * 1000)
         self.epoch = f"{self.prefix}:epoch"
@@ -208,13 +197,14 @@ class RedisBackend:
 
     async def lookup(self, base: str, dependencies: Sequence[str], kind: str) -> Lookup:
         keys = [self.epoch, *(self.generation_key(name) for name in dependencies)]
-        key, value, leader, position = await self._lookup(
+        key, value, leader, position, *checks = await self._lookup(
             keys=keys,
             args=[f"{self.prefix}:r:{base}", FILL_LOCK_MS, self.generations, f"{self.prefix}:stats:{kind}", STATS_TTL_S,
                   self.write_position],
         )
         self.seen_position(position)
-        return Lookup(key.decode(), value, bool(leader) or value is not None)
+        names = [check.partition(b"=")[0].decode() for check in checks[0].split()] if checks else []
+        return Lookup(key.decode(), value, bool(leader) or value is not None, names)
 
     def seen_position(self, position: bytes | None) -> None:
         """The write position read with generations or counts: what the request's reads must see."""
@@ -256,6 +246,7 @@ class RedisBackend:
                 pipe.delete(self.write_position)  # reads go to the primary until catalog.replicas restores it
             elif self.tracks_positions:
                 await self._raise_position(keys=[self.write_position], args=[f"{position:016X}"], client=pipe)
+            generations = list(generations)
             for name in generations:
                 pipe.incr(self.generation_key(name)).expire(self.generation_key(name), GENERATION_TTL_S)
             names = list(deltas)
@@ -264,7 +255,9 @@ class RedisBackend:
                 args=[f"{self.prefix}:n:", *names, *(deltas[name] for name in names)],
                 client=pipe,
             )
-            await pipe.execute()
+            await self.coherence.announce(pipe, generations)
+            announced = (await pipe.execute())[-1]
+        await self.coherence.wait_for_workers(announced, time.monotonic())
 
     async def read_count(self, name: str) -> CountRead:
         value, ttl_ms, version, position = await self._read_count(
@@ -286,12 +279,15 @@ class RedisBackend:
             pipe.incr(self.epoch)
             if self.tracks_positions:
                 pipe.delete(self.write_position)
-            await pipe.execute()
+            await self.coherence.announce(pipe, [EVERYTHING])
+            announced = (await pipe.execute())[-1]
+        await self.coherence.wait_for_workers(announced, time.monotonic())
 
     async def ping(self) -> None:
         await self.client.ping()
 
     async def close(self) -> None:
+        await self.coherence.close()
         await self.client.aclose()
 
 
@@ -386,10 +382,3 @@ class MemoryBackend:
 
     async def close(self) -> None:
         self.entries.clear()
-
-
-def tls_arguments(settings: Settings) -> dict[str, Any]:
-    """redis-py's certificate settings, for a rediss:// URL only (a plain connection takes none)."""
-    if not settings.redis_url or not settings.redis_url.startswith("rediss://"):
-        return {}
-    return {"ssl_cert_reqs": settings.redis_ssl_cert_reqs, "ssl_ca_certs": settings.redis_ssl_ca_certs}

@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 
-from catalog.cache.backends import Backend, CountRead, Kept, Lookup, Peek, PoolBusy
+from catalog.cache.backends import Backend, CountRead, Kept, Lookup, Peek
+from catalog.cache.pool import PoolBusy
 from catalog.stats import current_stats
 from config.settings import Settings
 

@@ -14,8 +14,10 @@ import orjson
 from sanic import Request
 
 from catalog.cache.backends import Kept
+from catalog.cache.local import LocalEntries
 from catalog.cache.resilient import ResilientCache
 from catalog.representation import Representation
+from catalog.stats import detach_request_stats
 from config.settings import Settings
 
 
@@ -39,10 +41,12 @@ class ResponseCache:
     holds the entry's lock, or, when another worker held it too long, the first that gave up waiting.
     """
 
-    def __init__(self, cache: ResilientCache, settings: Settings) -> None:
+    def __init__(self, cache: ResilientCache, settings: Settings, local: LocalEntries | None) -> None:
         self.cache = cache
         self.settings = settings
+        self.local = local  # this worker's copies, asked before Redis
         self.productions: dict[str, asyncio.Future[Representation]] = {}
+        self.renewals: dict[str, asyncio.Task[None]] = {}
 
     async def serve(
         self,
@@ -56,29 +60,57 @@ class ResponseCache:
             await self.cache.load_write_position()
             return await self._produce(None, produce)
         # Links in a body name the scheme and host it was asked for: one client's must not reach another.
-        lookup = await self.cache.lookup(f"{request.scheme}://{request.host}{key}", dependencies, "r")
+        base = f"{request.scheme}://{request.host}{key}"
+        local = self.local if self.cache.available else None
+        if local is not None:
+            representation, renew = local.get(base)
+            if representation is not None:
+                request.ctx.cache = "local"
+                if renew and base not in self.renewals:
+                    self.renewals[base] = asyncio.create_task(self._renew(local, base, dependencies))
+                return representation
+        mark = local.mark() if local is not None else None
+        lookup = await self.cache.lookup(base, dependencies, "r")
         value, entry = lookup.value, lookup.key
         if value is None and entry is not None and not lookup.leader and entry not in self.productions:
             value = await self.cache.wait_for_fill(entry)
         if value is not None:
             request.ctx.cache = "hit"
-            return Representation.decode(value)
+            representation = Representation.decode(value)
+            if mark is not None and lookup.value is not None:
+                local.put(base, representation, [*dependencies, *lookup.checks], mark)
+            return representation
         request.ctx.cache = "miss" if entry is not None else "off"
         if entry is None:
             return await self._produce(None, produce)
         production = self.productions.get(entry)
         if production is None:
             # A task of its own: a client that leaves does not cancel what the others wait for.
-            production = self.productions[entry] = asyncio.ensure_future(self._produce(entry, produce))
+            keep = partial(local.put, base, mark=mark) if mark is not None else None
+            production = self.productions[entry] = asyncio.ensure_future(self._produce(entry, produce, keep, dependencies))
             production.add_done_callback(partial(self._production_done, entry))
         return await asyncio.shield(production)
+
+    async def _renew(self, local: LocalEntries, base: str, dependencies: Sequence[str]) -> None:
+        """A local entry about to expire, looked up in Redis again while it is still served."""
+        detach_request_stats()  # not the request's time: it does not wait for this
+        try:
+            mark = local.mark()
+            lookup = await self.cache.lookup(base, dependencies, "v")  # counted apart from requests' lookups
+            if lookup.value is not None:
+                local.put(base, Representation.decode(lookup.value), [*dependencies, *lookup.checks], mark)
+            elif lookup.key is not None and lookup.leader:
+                await self.cache.release(lookup.key)  # gone from Redis: the next request computes it
+        finally:
+            del self.renewals[base]
 
     def _production_done(self, entry: str, production: asyncio.Future[Representation]) -> None:
         del self.productions[entry]
         if not production.cancelled():
             production.exception()  # retrieved: its waiters have it, or have all gone
 
-    async def _produce(self, entry: str | None, produce: Callable[[], Awaitable[Produced]]) -> Representation:
+    async def _produce(self, entry: str | None, produce: Callable[[], Awaitable[Produced]],
+                       keep_locally: Callable[..., None] | None = None, dependencies: Sequence[str] = ()) -> Representation:
         async def make() -> tuple[Representation, Kept | None]:
             produced = await produce()
             body = orjson.dumps(produced.body)
@@ -86,6 +118,8 @@ class ResponseCache:
                 # Sent, not stored: compressed (when answering) only for clients that take gzip.
                 return Representation.of(body, produced.headers, status=produced.status), None
             representation = Representation.for_cache(body, produced.headers, self.settings, produced.status)
+            if keep_locally is not None:
+                keep_locally(representation, [*dependencies, *produced.checks])
             return representation, Kept(representation.encode(), produced.checks)
 
         if entry is None:

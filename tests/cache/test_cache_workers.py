@@ -21,6 +21,8 @@ from tests.helpers import (
     Catalog,
     Server,
     Sql,
+    cache_layer,
+    forget_cached_now,
     project,
     running,
     server_env,
@@ -317,7 +319,7 @@ def test_totals_over_the_exact_count_limit_are_marked_estimates_until_counted_th
             assert seen == {(count(url), None)}, url
 
         # Writes while the lists are only estimated (their counts dropped) replace the estimates, not adjust them.
-        redis_client.incr(f"{prefix}_limit:epoch")
+        forget_cached_now(redis_url, f"{prefix}_limit")
         for url in lists:
             server.get(url)
         update(product, {"category_id": catalog.kitchen, "is_active": True})
@@ -353,3 +355,15 @@ def test_a_write_makes_a_products_fragment_unreachable_on_every_worker(
             items = body["items"] if "items" in body else body if isinstance(body, list) else [body]
             assert next(item for item in items if item["id"] == product)["price"] == price, url
             assert project(body) == project(uncached_server.get(url).json()), url
+
+
+def test_every_write_reaches_the_local_copies_of_both_workers(server: Server, catalog: Catalog) -> None:
+    """Both workers answer from their own copies (no Redis call), and a write's response returns only once
+    both have dropped what it changed."""
+    url = f"/products/{catalog.third}"
+    for price in (31.5, 32.5, 33.5, 34.5, 35.5):
+        warmed = server.follow_ups(url) + server.follow_ups(url)
+        local = {server.worker(response) for response in warmed if cache_layer(response) == "local"}
+        assert len(local) == 2, [cache_layer(response) for response in warmed]
+        assert server.write("PUT", url, {"price": price}).status_code == 200
+        assert {response.json()["price"] for response in server.follow_ups(url)} == {price}

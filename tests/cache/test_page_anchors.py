@@ -86,7 +86,7 @@ def test_writes_that_move_nothing_keep_the_anchors(client, anchored: Database) -
     # A product the page does not show: in the default order nothing moves, and the page stays cached.
     assert client.put("/products/3", json={"price": 99.0, "name": "Renamed"})[1].status == 200
     request, again = client.get("/products?page_size=2&page=9")
-    assert request.ctx.cache == "hit" and again.json == first.json
+    assert request.ctx.cache in ("hit", "local") and again.json == first.json
     # One it shows: the page is made again, from the same anchors, and only that product is loaded.
     assert client.put(f"/products/{shown[0]}", json={"price": 98.0})[1].status == 200
     _, changed = client.get("/products?page_size=2&page=9")

@@ -1,0 +1,113 @@
+"""Each worker's own copy of the responses it served last, in front of Redis: a hit here costs no round trip.
+
+An entry is kept only as Redis vouched for it (a Redis hit, or what this worker just computed and filled),
+with the names of the generations it depends on, and is served for at most ``CACHE_LOCAL_TTL_MS`` from
+the moment its Redis lookup was sent. A write drops what it changed from every worker before its response
+returns (``catalog.cache.coherence``), or, when a worker does not confirm, waits until anything that worker
+could hold from before the write has run out of time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from catalog.representation import Representation
+
+# Drops every entry (an epoch bump).
+EVERYTHING = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """Taken just before a Redis lookup: an entry made from it is good until ``at`` + the TTL, and only if no
+    invalidation arrived meanwhile (``drops``: how many this worker had processed)."""
+
+    at: float
+    drops: int
+
+
+# A hot entry is looked up in Redis again in the background this far into its time, so that it does not
+# expire under load (when every request in flight would go to Redis until one of them had put it back).
+RENEW_AT = 0.75
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    representation: Representation
+    names: frozenset[str]
+    renew_at: float
+    until: float
+    size: int
+
+
+class LocalEntries:
+    """Responses by key, bounded in bytes (the oldest go first), each dropped by any of its generations."""
+
+    def __init__(self, max_bytes: int, ttl: float) -> None:
+        self.max_bytes = max_bytes
+        self.ttl = ttl
+        self.entries: dict[str, _Entry] = {}
+        self.by_name: dict[str, set[str]] = {}
+        self.size = 0
+        self.drops = 0  # invalidations processed, so that an entry looked up across one is not kept
+        self.live_until = 0.0  # served only while the invalidations' channel is known to be working
+        self.hits = 0  # since the counts were last flushed to Redis
+
+    def mark(self) -> Mark:
+        return Mark(time.monotonic(), self.drops)
+
+    def get(self, key: str) -> tuple[Representation | None, bool]:
+        """The entry, if it may be served, and whether it is time to renew it."""
+        entry = self.entries.get(key)
+        if entry is None:
+            return None, False
+        now = time.monotonic()
+        if now >= entry.until or now >= self.live_until:
+            self._remove(key)
+            return None, False
+        self.hits += 1
+        return entry.representation, now >= entry.renew_at
+
+    def put(self, key: str, representation: Representation, names: Iterable[str], mark: Mark) -> None:
+        """Kept unless an invalidation arrived since ``mark`` (it may concern what Redis answered before it)."""
+        if mark.drops != self.drops or time.monotonic() >= self.live_until:
+            return
+        size = len(key) + len(representation.body) + len(representation.gzipped or b"")
+        if size * 4 > self.max_bytes:  # a few huge entries would push out all the small ones
+            return
+        self._remove(key)
+        entry = _Entry(representation, frozenset(names), mark.at + RENEW_AT * self.ttl, mark.at + self.ttl, size)
+        self.entries[key] = entry
+        self.size += size
+        for name in entry.names:
+            self.by_name.setdefault(name, set()).add(key)
+        while self.size > self.max_bytes:
+            self._remove(next(iter(self.entries)))
+
+    def drop(self, names: Iterable[str]) -> None:
+        """What the generations ``names`` were bumped for (``EVERYTHING``: all, as when the channel that tells
+        of bumps was lost)."""
+        self.drops += 1
+        names = list(names)
+        if EVERYTHING in names:
+            self.entries.clear()
+            self.by_name.clear()
+            self.size = 0
+            return
+        for name in names:
+            for key in list(self.by_name.get(name, ())):
+                self._remove(key)
+
+    def _remove(self, key: str) -> None:
+        entry = self.entries.pop(key, None)
+        if entry is None:
+            return
+        self.size -= entry.size
+        for name in entry.names:
+            keys = self.by_name.get(name)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self.by_name[name]

@@ -1,0 +1,183 @@
+"""Each worker's local copies of responses (catalog.cache.local) and how writes reach them
+(catalog.cache.coherence): the store on its own, then "workers" in this process on the real Redis, each with
+its own copies and listener, as a server's workers have them."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+
+import redis.asyncio as redis_asyncio
+
+from catalog.cache.backends import RedisBackend
+from catalog.cache.coherence import LIVE_S, Coherence
+from catalog.cache.local import EVERYTHING, LocalEntries, Mark
+from catalog.representation import Representation
+from config.settings import Settings
+
+TTL_S = 0.6
+
+
+def page(text: str) -> Representation:
+    return Representation.of(text.encode(), {})
+
+
+def live(entries: LocalEntries) -> LocalEntries:
+    entries.live_until = time.monotonic() + 60
+    return entries
+
+
+def test_a_write_drops_the_entries_that_depend_on_what_it_bumped_and_no_other() -> None:
+    entries = live(LocalEntries(1 << 20, TTL_S))
+    mark = entries.mark()
+    entries.put("/products/1", page("one"), ["p1"], mark)
+    entries.put("/products?page=1", page("first"), ["m*", "p1", "p2"], mark)
+    entries.put("/products?page=9", page("ninth"), ["m*", "p180"], mark)
+    entries.drop(["all", "p2"])
+    assert [entries.get(key)[0] for key in ("/products/1", "/products?page=1", "/products?page=9")] == [
+        page("one"), None, page("ninth")]
+    entries.drop([EVERYTHING])
+    assert entries.get("/products/1") == (None, False) and entries.size == 0 and not entries.by_name
+
+
+def test_what_was_looked_up_across_an_invalidation_is_not_kept() -> None:
+    """Redis may have answered before the bump the invalidation tells of."""
+    entries = live(LocalEntries(1 << 20, TTL_S))
+    before = entries.mark()
+    entries.drop(["p7"])
+    entries.put("/products/7", page("old"), ["p7"], before)
+    entries.put("/products/8", page("unrelated but looked up meanwhile"), ["p8"], before)
+    assert entries.get("/products/7") == (None, False) and entries.get("/products/8") == (None, False)
+    entries.put("/products/7", page("new"), ["p7"], entries.mark())
+    assert entries.get("/products/7")[0] == page("new")
+
+
+def test_an_entry_lives_its_ttl_from_its_lookup_and_is_renewed_near_the_end() -> None:
+    entries = live(LocalEntries(1 << 20, TTL_S))
+    entries.put("/a", page("a"), [], Mark(time.monotonic() - 0.5 * TTL_S, entries.drops))
+    assert entries.get("/a") == (page("a"), False)
+    entries.put("/a", page("a"), [], Mark(time.monotonic() - 0.8 * TTL_S, entries.drops))
+    assert entries.get("/a") == (page("a"), True)  # served, and due for a lookup in the background
+    entries.put("/a", page("a"), [], Mark(time.monotonic() - TTL_S, entries.drops))
+    assert entries.get("/a") == (None, False)
+
+
+def test_nothing_is_served_or_kept_while_the_channel_is_not_known_to_work() -> None:
+    entries = live(LocalEntries(1 << 20, TTL_S))
+    entries.put("/a", page("a"), [], entries.mark())
+    entries.live_until = time.monotonic() - 0.001
+    assert entries.get("/a") == (None, False)
+    entries.put("/b", page("b"), [], entries.mark())
+    assert not entries.entries
+
+
+def test_entries_are_bounded_in_bytes_oldest_first() -> None:
+    body = "x" * 1000
+    entries = live(LocalEntries(10_000, TTL_S))
+    for n in range(20):
+        entries.put(f"/products/{n}", page(body), [f"p{n}"], entries.mark())
+    assert entries.size <= 10_000
+    kept = sorted(int(key.rsplit("/", 1)[1]) for key in entries.entries)
+    assert kept == list(range(20 - len(kept), 20)) and len(kept) >= 8
+    assert set(entries.by_name) == {f"p{n}" for n in kept}
+    entries.put("/huge", page("y" * 5000), [], entries.mark())  # over a quarter of the bound: not kept
+    assert "/huge" not in entries.entries
+
+
+@dataclass
+class Worker:
+    entries: LocalEntries
+    coherence: Coherence
+    backend: RedisBackend
+
+
+@asynccontextmanager
+async def workers(settings: Settings, count: int) -> AsyncIterator[list[Worker]]:
+    """``count`` workers on one cache prefix of the real Redis, each listening, once all are registered."""
+    settings = replace(settings, cache_prefix=f"{settings.cache_prefix}_local_{uuid.uuid4().hex[:6]}",
+                       cache_local_ttl=TTL_S)
+    made = []
+    for _ in range(count):
+        client = redis_asyncio.from_url(settings.redis_url)
+        entries = LocalEntries(1 << 20, TTL_S)
+        coherence = Coherence(client, redis_asyncio.from_url(settings.redis_url), entries, settings)
+        coherence.start()
+        made.append(Worker(entries, coherence, RedisBackend(client, settings, coherence)))
+    try:
+        deadline = time.monotonic() + 5
+        while not all(worker.entries.live_until > time.monotonic() for worker in made):
+            assert time.monotonic() < deadline, "workers never proved their channel"
+            await asyncio.sleep(0.02)
+        yield made
+    finally:
+        for worker in made:
+            await worker.backend.close()
+        async with redis_asyncio.from_url(settings.redis_url) as client:
+            keys = [key async for key in client.scan_iter(f"{settings.cache_prefix}:*")]
+            if keys:
+                await client.delete(*keys)
+
+
+def fill(worker: Worker) -> None:
+    mark = worker.entries.mark()
+    worker.entries.put("/products/1", page("one"), ["p1"], mark)
+    worker.entries.put("/products/2", page("two"), ["p2"], mark)
+
+
+def test_a_write_returns_once_every_worker_dropped_what_it_changed(settings: Settings) -> None:
+    async def scenario() -> tuple[list[list[bool]], float]:
+        async with workers(settings, 3) as three:
+            for worker in three:
+                fill(worker)
+            started = time.monotonic()
+            await three[0].backend.product_written(["all", "p1"], {}, None)
+            took = time.monotonic() - started
+            return [[worker.entries.get(key)[0] is not None for key in ("/products/1", "/products/2")]
+                    for worker in three], took
+
+    held, took = asyncio.run(scenario())
+    assert held == [[False, True]] * 3  # p1's entry gone from every worker the moment the write returns
+    assert took < TTL_S / 2, f"the write waited {took:.3f} s: confirmations did not arrive"
+
+
+def test_a_worker_that_does_not_confirm_makes_the_write_wait_out_the_local_ttl(settings: Settings) -> None:
+    """A registered worker whose listener stopped may hold what the write changed until its entries run out:
+    the writer waits that long after its bumps, and the stopped worker stops serving on its own."""
+
+    async def scenario() -> tuple[float, bool, bool]:
+        async with workers(settings, 2) as (writer, deaf):
+            fill(deaf)
+            deaf.coherence._listener.cancel()
+            started = time.monotonic()
+            await writer.backend.product_written(["all", "p1"], {}, None)
+            took = time.monotonic() - started
+            await asyncio.sleep(max(0.0, deaf.entries.live_until - time.monotonic()))
+            return took, deaf.entries.get("/products/1")[0] is None, deaf.entries.get("/products/2")[0] is None
+
+    took, p1_gone, p2_gone = asyncio.run(scenario())
+    assert TTL_S * 0.95 <= took < TTL_S + 1.0, took
+    assert p1_gone and p2_gone and LIVE_S < 5  # served no more once its last proof is LIVE_S old
+
+
+def test_a_lost_channel_drops_everything_and_the_worker_serves_again_once_back(settings: Settings) -> None:
+    async def scenario() -> tuple[bool, bool, float]:
+        async with workers(settings, 1) as (worker,):
+            fill(worker)
+            async with redis_asyncio.from_url(settings.redis_url) as admin:
+                await admin.client_kill_filter(_type="pubsub")
+            deadline = time.monotonic() + 2
+            while worker.entries.entries and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            dropped = not worker.entries.entries
+            lost_at = time.monotonic()
+            while worker.entries.live_until <= time.monotonic() and time.monotonic() < lost_at + 5:
+                await asyncio.sleep(0.02)
+            fill(worker)
+            return dropped, worker.entries.get("/products/1")[0] is not None, time.monotonic() - lost_at
+
+    dropped, serving_again, back_after = asyncio.run(scenario())
+    assert dropped and serving_again and back_after < 3, back_after
