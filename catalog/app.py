@@ -156,12 +156,10 @@ def create_app(*, settings: Settings | None = None) -> Sanic:
 
 
 def deepen_listen_backlog(app: Sanic, backlog: int) -> None:
-    """``listen()`` again on the sockets the main process bound and the workers share: the queue is the
-    socket's, so every worker accepts from the deeper one."""
+    """The backlog each worker's server listens with, set before the workers start (they take their server
+    settings from the main process)."""
 
-    @app.main_process_ready
+    @app.main_process_start
     async def listen_deeper(app: Sanic) -> None:
         for server_info in app.state.server_info:
-            listening = server_info.settings.get("sock")
-            if listening is not None:
-                listening.listen(backlog)
+            server_info.settings["backlog"] = backlog

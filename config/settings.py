@@ -84,11 +84,8 @@ class Settings:
     cache_ttl: float = field(default_factory=lambda: _float("CACHE_TTL", 60.0))
     cache_responses: bool = field(default_factory=lambda: _bool("CACHE_RESPONSES", True))
     cache_prefix: str = field(default_factory=lambda: os.environ.get("CACHE_PREFIX", "catalog"))
-    # Each worker keeps the responses it served last in memory (catalog.cache.local), up to this size (0: off),
-    # each at most CACHE_LOCAL_TTL_MS after Redis vouched for it. That is also how long a write waits at worst
-    # when a worker does not confirm that it dropped what the write changed.
+    # Each worker keeps the responses it served last in memory (catalog.cache.local), up to this size (0: off).
     cache_local_mb: float = field(default_factory=lambda: _float("CACHE_LOCAL_MB", 32.0))
-    cache_local_ttl: float = field(default_factory=lambda: _float("CACHE_LOCAL_TTL_MS", 1000.0) / 1000)
     # A dead or slow Redis costs at most this per call, and then nothing while the breaker is open. Not
     # shorter: at 500 connections a worker's event loop lags past 50 ms, and late replies opened the breaker.
     redis_timeout: float = field(default_factory=lambda: _float("REDIS_TIMEOUT_MS", 200.0) / 1000)
@@ -145,6 +142,4 @@ class Settings:
             found.append(f"REPLICA_MAX_LAG_MS is {self.replica_max_lag * 1000:g}: more than 0, less than CACHE_TTL")
         if self.cache_local_mb < 0:
             found.append(f"CACHE_LOCAL_MB is {self.cache_local_mb:g}: 0 (off) or more")
-        if not 0 < self.cache_local_ttl <= 10:  # a write may wait this long: keep it well under Heroku's 30 s
-            found.append(f"CACHE_LOCAL_TTL_MS is {self.cache_local_ttl * 1000:g}: more than 0, at most 10000")
         return found

@@ -22,7 +22,7 @@ from sanic import Sanic
 from catalog import events
 from catalog.cache.anchors import PageAnchors
 from catalog.cache.backends import MemoryBackend, RedisBackend
-from catalog.cache.coherence import Coherence
+from catalog.cache.coherence import CHANNEL_TIMEOUT_S, Coherence
 from catalog.cache.counts import ProductTotals
 from catalog.cache.fragments import ProductFragments
 from catalog.cache.invalidation import product_write_effects
@@ -79,9 +79,9 @@ def open_caches(settings: Settings, shared: SharedState) -> Caches:
             retry=Retry(NoBackoff(), 0),
         )
         client = redis.Redis(connection_pool=pool)
-        local = LocalEntries(int(settings.cache_local_mb * 2**20), settings.cache_local_ttl) if settings.cache_local_mb else None
-        # The channel's connection of its own, which waits on announcements without the pool's call timeout.
-        subscriber = redis.Redis.from_url(settings.redis_url, **tls_arguments(settings), socket_timeout=None,
+        local = LocalEntries(int(settings.cache_local_mb * 2**20)) if settings.cache_local_mb else None
+        # The listener's connections of its own, which wait on announcements without the pool's call timeout.
+        subscriber = redis.Redis.from_url(settings.redis_url, **tls_arguments(settings), socket_timeout=CHANNEL_TIMEOUT_S,
                                           socket_connect_timeout=settings.redis_connect_timeout, retry=Retry(NoBackoff(), 0))
         coherence = Coherence(client, subscriber, local, settings)
         coherence.start()

@@ -40,6 +40,7 @@ class Lookup:
     value: bytes | None = None
     leader: bool = True  # whether this request computes the entry (others wait for it)
     checks: Sequence[str] = ()  # a hit's generations beyond its key's, by name
+    ttl_s: float = 0.0  # a hit's time left
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,7 @@ class Backend(Protocol):
     async def release(self, key: str) -> None: ...
     async def write_started(self) -> None: ...
     async def write_finished(self) -> None: ...
+    async def writes_seen(self) -> None: ...
     async def product_written(
         self, generations: Iterable[str], deltas: Mapping[str, int], position: int | None
     ) -> None: ...
@@ -116,7 +118,7 @@ local value, stale, checks = entry(key, ARGV[3])
 if redis.call('HINCRBY', ARGV[4], 'wanted', 1) == 1 then redis.call('EXPIRE', ARGV[4], ARGV[5]) end
 if value then
   redis.call('HINCRBY', ARGV[4], 'hits', 1)
-  return {key, value, 0, position, checks}
+  return {key, value, 0, position, redis.call('PTTL', key), checks}
 end
 if redis.call('SET', key .. '|lock', '1', 'NX', 'PX', ARGV[2]) then return {key, false, 1, position} end
 return {key, false, 0, position}
@@ -197,14 +199,17 @@ class RedisBackend:
 
     async def lookup(self, base: str, dependencies: Sequence[str], kind: str) -> Lookup:
         keys = [self.epoch, *(self.generation_key(name) for name in dependencies)]
-        key, value, leader, position, *checks = await self._lookup(
+        key, value, leader, position, *hit = await self._lookup(
             keys=keys,
             args=[f"{self.prefix}:r:{base}", FILL_LOCK_MS, self.generations, f"{self.prefix}:stats:{kind}", STATS_TTL_S,
                   self.write_position],
         )
         self.seen_position(position)
-        names = [check.partition(b"=")[0].decode() for check in checks[0].split()] if checks else []
-        return Lookup(key.decode(), value, bool(leader) or value is not None, names)
+        if not hit:
+            return Lookup(key.decode(), value, bool(leader))
+        ttl_ms, checks = hit
+        names = [check.partition(b"=")[0].decode() for check in checks.split()]
+        return Lookup(key.decode(), value, True, names, max(ttl_ms, 0) / 1000)
 
     def seen_position(self, position: bytes | None) -> None:
         """The write position read with generations or counts: what the request's reads must see."""
@@ -257,7 +262,10 @@ class RedisBackend:
             )
             await self.coherence.announce(pipe, generations)
             announced = (await pipe.execute())[-1]
-        await self.coherence.wait_for_workers(announced, time.monotonic())
+        self.coherence.announced(announced, time.monotonic())
+
+    async def writes_seen(self) -> None:
+        await self.coherence.wait_for_announced()
 
     async def read_count(self, name: str) -> CountRead:
         value, ttl_ms, version, position = await self._read_count(
@@ -352,6 +360,9 @@ class MemoryBackend:
 
     async def write_finished(self) -> None:
         """See write_started."""
+
+    async def writes_seen(self) -> None:
+        """Every worker reads the shared generation: nothing to wait for."""
 
     async def product_written(self, generations: Iterable[str], deltas: Mapping[str, int], position: int | None) -> None:
         if self.tracks_positions and position is None:

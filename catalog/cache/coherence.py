@@ -4,11 +4,12 @@
   learns how many workers serve local entries (those registered within ``REGISTERED_S``).
 - Each worker listens on the channel, drops what the names concern, then confirms by pushing to the
   announcement's list; the writer waits for as many confirmations as workers were registered.
-- A worker that does not confirm in time may still hold an entry from before the write, but never one
-  older than ``CACHE_LOCAL_TTL_MS`` from its Redis lookup, which was before the bump: so the writer waits
-  until that long after the bump instead. Slower, never stale.
-- A worker serves local entries only while it proves, every ``HEARTBEAT_S``, that its channel works and
-  it is registered; it stops ``LIVE_S`` after the last proof began, before writers stop counting on it.
+- A worker serves local entries only while it proves, every ``HEARTBEAT_S``, that its channel works and it
+  is registered; it stops ``LIVE_S`` after the last proof began, before writers stop counting on it. A
+  proof is a PING answered on the channel's connection, so it also shows that every announcement made
+  before the PING has been read, and what it concerns dropped.
+- So a worker that does not confirm in time (busy, or cut off) serves nothing it held from before the write
+  later than ``LIVE_S`` after it: the writer waits that long after its bumps instead. Slower, never stale.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
+from contextvars import ContextVar
 
 import redis.asyncio as redis
 
@@ -31,6 +33,9 @@ HEARTBEAT_S = 0.1
 LIVE_S = 1.0
 REGISTERED_S = 2.0  # at least LIVE_S: a worker still serving is always among those a writer waits for
 RECONNECT_S = 0.5
+CHANNEL_TIMEOUT_S = 2 * LIVE_S  # a call on the listener's connections that hangs longer: the connection is lost
+CONFIRM_POLL_S = 0.001  # doubling up to CONFIRM_POLL_MAX_S
+CONFIRM_POLL_MAX_S = 0.016
 FAILURES = (redis.RedisError, OSError, asyncio.TimeoutError, PoolBusy)
 CONFIRMATION_TTL_MS = 10_000
 STATS_TTL_S = 86_400
@@ -63,17 +68,21 @@ return 1
 """
 
 
+# The announcements a request's writes made, waited for once its write has ended: the wait is not part of
+# the write, during which counts are not kept (catalog.events).
+_announced: ContextVar[tuple[tuple[Sequence[int], float], ...]] = ContextVar("catalog_announced", default=())
+
+
 class Coherence:
     """One worker's side of it: the listener (with ``entries``: this worker keeps local entries) and the
     writer's announcement and wait."""
 
     def __init__(self, client: redis.Redis, subscriber: redis.Redis, entries: LocalEntries | None,
                  settings: Settings) -> None:
-        self.client = client  # the worker's pool: announcements, confirmations, heartbeats
-        self.subscriber = subscriber  # a connection of its own for the channel
+        self.client = client  # the worker's pool: announcements and the writer's wait
+        # Connections of its own for the channel, confirmations and heartbeats: never queued behind requests.
+        self.subscriber = subscriber
         self.entries = entries
-        self.ttl = settings.cache_local_ttl
-        self.confirm_block_s = settings.redis_timeout / 2  # a blocking pop that ends before the call's timeout
         self.worker = uuid.uuid4().hex
         prefix = settings.cache_prefix
         self.channel = f"{prefix}:local:bumped"
@@ -82,7 +91,7 @@ class Coherence:
         self.confirmations = f"{prefix}:local:confirmed:"
         self.hit_counts = f"{prefix}:stats:r"
         self._announce = client.register_script(ANNOUNCE)
-        self._heartbeat = client.register_script(HEARTBEAT)
+        self._heartbeat = subscriber.register_script(HEARTBEAT)
         self._listener: asyncio.Task | None = None
         self.failing = False
 
@@ -95,16 +104,30 @@ class Coherence:
         await self._announce(keys=[self.registry, self.counter],
                              args=[self.channel, int(REGISTERED_S * 1000), *names], client=pipe)
 
+    def announced(self, announced: Sequence[int], bumped_at: float) -> None:
+        """What a write's pipeline answered for its announcement: waited for by ``wait_for_announced``."""
+        _announced.set((*_announced.get(), (announced, bumped_at)))
+
+    async def wait_for_announced(self) -> None:
+        """Until every worker has dropped what this request's writes changed (``wait_for_workers``)."""
+        pending = _announced.get()
+        _announced.set(())
+        for announced, bumped_at in pending:
+            await self.wait_for_workers(announced, bumped_at)
+
     async def wait_for_workers(self, announced: Sequence[int], bumped_at: float) -> None:
-        """Until every registered worker confirmed, or until no local entry from before ``bumped_at`` (when
-        the bumps were known done) can be served any more."""
+        """Until every registered worker confirmed, or until no worker that did not can still serve what it
+        held before ``bumped_at`` (when the bumps were known done). Polled, not a blocking pop: a request's
+        connection is not held while other workers get to it."""
         announcement, expected = int(announced[0]), int(announced[1])
-        deadline = bumped_at + self.ttl
-        confirmed = 0
+        deadline = bumped_at + LIVE_S
+        confirmed, pause = 0, CONFIRM_POLL_S
         try:
-            while confirmed < expected and (left := deadline - time.monotonic()) > 0:
-                if await self.client.blpop([f"{self.confirmations}{announcement}"], min(left, self.confirm_block_s)):
-                    confirmed += 1
+            while expected and (confirmed := await self.client.llen(f"{self.confirmations}{announcement}")) < expected:
+                if time.monotonic() + pause > deadline:
+                    break
+                await asyncio.sleep(pause)
+                pause = min(2 * pause, CONFIRM_POLL_MAX_S)
         except FAILURES:
             pass
         if confirmed < expected:
@@ -160,7 +183,7 @@ class Coherence:
             if message["type"] == "message":
                 announcement, *names = message["data"].decode().split(" ")
                 entries.drop(names)
-                async with self.client.pipeline(transaction=False) as pipe:
+                async with self.subscriber.pipeline(transaction=False) as pipe:
                     key = f"{self.confirmations}{announcement}"
                     pipe.rpush(key, self.worker).pexpire(key, CONFIRMATION_TTL_MS)
                     await pipe.execute()
@@ -174,7 +197,7 @@ class Coherence:
             return
         self._listener.cancel()
         try:
-            await self.client.zrem(self.registry, self.worker)  # writers need not wait for this worker
+            await self.subscriber.zrem(self.registry, self.worker)  # writers need not wait for this worker
         except FAILURES:
             pass
         await self.subscriber.aclose()

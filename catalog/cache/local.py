@@ -1,10 +1,9 @@
 """Each worker's own copy of the responses it served last, in front of Redis: a hit here costs no round trip.
 
 An entry is kept only as Redis vouched for it (a Redis hit, or what this worker just computed and filled),
-with the names of the generations it depends on, and is served for at most ``CACHE_LOCAL_TTL_MS`` from
-the moment its Redis lookup was sent. A write drops what it changed from every worker before its response
-returns (``catalog.cache.coherence``), or, when a worker does not confirm, waits until anything that worker
-could hold from before the write has run out of time.
+with the names of the generations it depends on, until the Redis entry expires. A write drops what it
+changed from every worker before its response returns (``catalog.cache.coherence``), and a worker serves
+nothing while it cannot show that it hears of writes.
 """
 
 from __future__ import annotations
@@ -21,23 +20,17 @@ EVERYTHING = "*"
 
 @dataclass(frozen=True, slots=True)
 class Mark:
-    """Taken just before a Redis lookup: an entry made from it is good until ``at`` + the TTL, and only if no
-    invalidation arrived meanwhile (``drops``: how many this worker had processed)."""
+    """Taken just before a Redis lookup: an entry made from it is kept only if no invalidation arrived
+    meanwhile (``drops``: how many this worker had processed), and lives from ``at``."""
 
     at: float
     drops: int
-
-
-# A hot entry is looked up in Redis again in the background this far into its time, so that it does not
-# expire under load (when every request in flight would go to Redis until one of them had put it back).
-RENEW_AT = 0.75
 
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
     representation: Representation
     names: frozenset[str]
-    renew_at: float
     until: float
     size: int
 
@@ -45,9 +38,8 @@ class _Entry:
 class LocalEntries:
     """Responses by key, bounded in bytes (the oldest go first), each dropped by any of its generations."""
 
-    def __init__(self, max_bytes: int, ttl: float) -> None:
+    def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self.ttl = ttl
         self.entries: dict[str, _Entry] = {}
         self.by_name: dict[str, set[str]] = {}
         self.size = 0
@@ -58,27 +50,27 @@ class LocalEntries:
     def mark(self) -> Mark:
         return Mark(time.monotonic(), self.drops)
 
-    def get(self, key: str) -> tuple[Representation | None, bool]:
-        """The entry, if it may be served, and whether it is time to renew it."""
+    def get(self, key: str) -> Representation | None:
         entry = self.entries.get(key)
         if entry is None:
-            return None, False
+            return None
         now = time.monotonic()
         if now >= entry.until or now >= self.live_until:
             self._remove(key)
-            return None, False
+            return None
         self.hits += 1
-        return entry.representation, now >= entry.renew_at
+        return entry.representation
 
-    def put(self, key: str, representation: Representation, names: Iterable[str], mark: Mark) -> None:
-        """Kept unless an invalidation arrived since ``mark`` (it may concern what Redis answered before it)."""
+    def put(self, key: str, representation: Representation, names: Iterable[str], mark: Mark, ttl: float) -> None:
+        """Kept for ``ttl`` from ``mark`` (what Redis had left of the entry's time), unless an invalidation
+        arrived since ``mark``: it may concern what Redis answered before it."""
         if mark.drops != self.drops or time.monotonic() >= self.live_until:
             return
         size = len(key) + len(representation.body) + len(representation.gzipped or b"")
         if size * 4 > self.max_bytes:  # a few huge entries would push out all the small ones
             return
         self._remove(key)
-        entry = _Entry(representation, frozenset(names), mark.at + RENEW_AT * self.ttl, mark.at + self.ttl, size)
+        entry = _Entry(representation, frozenset(names), mark.at + ttl, size)
         self.entries[key] = entry
         self.size += size
         for name in entry.names:

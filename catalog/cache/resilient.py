@@ -153,7 +153,9 @@ class ResilientCache:
         await self._must_reach(self.backend.write_started)
 
     async def write_finished(self) -> None:
+        """The write's mark lifted, then, before its response, every worker has dropped what it changed."""
         await self._call(self.backend.write_finished, None)
+        await self.backend.writes_seen()
 
     @property
     def tracks_positions(self) -> bool:

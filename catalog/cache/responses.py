@@ -17,7 +17,6 @@ from catalog.cache.backends import Kept
 from catalog.cache.local import LocalEntries
 from catalog.cache.resilient import ResilientCache
 from catalog.representation import Representation
-from catalog.stats import detach_request_stats
 from config.settings import Settings
 
 
@@ -46,7 +45,6 @@ class ResponseCache:
         self.settings = settings
         self.local = local  # this worker's copies, asked before Redis
         self.productions: dict[str, asyncio.Future[Representation]] = {}
-        self.renewals: dict[str, asyncio.Task[None]] = {}
 
     async def serve(
         self,
@@ -62,13 +60,9 @@ class ResponseCache:
         # Links in a body name the scheme and host it was asked for: one client's must not reach another.
         base = f"{request.scheme}://{request.host}{key}"
         local = self.local if self.cache.available else None
-        if local is not None:
-            representation, renew = local.get(base)
-            if representation is not None:
-                request.ctx.cache = "local"
-                if renew and base not in self.renewals:
-                    self.renewals[base] = asyncio.create_task(self._renew(local, base, dependencies))
-                return representation
+        if local is not None and (representation := local.get(base)) is not None:
+            request.ctx.cache = "local"
+            return representation
         mark = local.mark() if local is not None else None
         lookup = await self.cache.lookup(base, dependencies, "r")
         value, entry = lookup.value, lookup.key
@@ -78,7 +72,7 @@ class ResponseCache:
             request.ctx.cache = "hit"
             representation = Representation.decode(value)
             if mark is not None and lookup.value is not None:
-                local.put(base, representation, [*dependencies, *lookup.checks], mark)
+                local.put(base, representation, [*dependencies, *lookup.checks], mark, lookup.ttl_s)
             return representation
         request.ctx.cache = "miss" if entry is not None else "off"
         if entry is None:
@@ -86,23 +80,10 @@ class ResponseCache:
         production = self.productions.get(entry)
         if production is None:
             # A task of its own: a client that leaves does not cancel what the others wait for.
-            keep = partial(local.put, base, mark=mark) if mark is not None else None
+            keep = partial(local.put, base, mark=mark, ttl=self.settings.entry_ttl) if mark is not None else None
             production = self.productions[entry] = asyncio.ensure_future(self._produce(entry, produce, keep, dependencies))
             production.add_done_callback(partial(self._production_done, entry))
         return await asyncio.shield(production)
-
-    async def _renew(self, local: LocalEntries, base: str, dependencies: Sequence[str]) -> None:
-        """A local entry about to expire, looked up in Redis again while it is still served."""
-        detach_request_stats()  # not the request's time: it does not wait for this
-        try:
-            mark = local.mark()
-            lookup = await self.cache.lookup(base, dependencies, "v")  # counted apart from requests' lookups
-            if lookup.value is not None:
-                local.put(base, Representation.decode(lookup.value), [*dependencies, *lookup.checks], mark)
-            elif lookup.key is not None and lookup.leader:
-                await self.cache.release(lookup.key)  # gone from Redis: the next request computes it
-        finally:
-            del self.renewals[base]
 
     def _production_done(self, entry: str, production: asyncio.Future[Representation]) -> None:
         del self.productions[entry]

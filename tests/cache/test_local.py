@@ -19,7 +19,7 @@ from catalog.cache.local import EVERYTHING, LocalEntries, Mark
 from catalog.representation import Representation
 from config.settings import Settings
 
-TTL_S = 0.6
+TTL_S = 60.0
 
 
 def page(text: str) -> Representation:
@@ -32,59 +32,56 @@ def live(entries: LocalEntries) -> LocalEntries:
 
 
 def test_a_write_drops_the_entries_that_depend_on_what_it_bumped_and_no_other() -> None:
-    entries = live(LocalEntries(1 << 20, TTL_S))
+    entries = live(LocalEntries(1 << 20))
     mark = entries.mark()
-    entries.put("/products/1", page("one"), ["p1"], mark)
-    entries.put("/products?page=1", page("first"), ["m*", "p1", "p2"], mark)
-    entries.put("/products?page=9", page("ninth"), ["m*", "p180"], mark)
+    entries.put("/products/1", page("one"), ["p1"], mark, TTL_S)
+    entries.put("/products?page=1", page("first"), ["m*", "p1", "p2"], mark, TTL_S)
+    entries.put("/products?page=9", page("ninth"), ["m*", "p180"], mark, TTL_S)
     entries.drop(["all", "p2"])
-    assert [entries.get(key)[0] for key in ("/products/1", "/products?page=1", "/products?page=9")] == [
+    assert [entries.get(key) for key in ("/products/1", "/products?page=1", "/products?page=9")] == [
         page("one"), None, page("ninth")]
     entries.drop([EVERYTHING])
-    assert entries.get("/products/1") == (None, False) and entries.size == 0 and not entries.by_name
+    assert entries.get("/products/1") is None and entries.size == 0 and not entries.by_name
 
 
 def test_what_was_looked_up_across_an_invalidation_is_not_kept() -> None:
     """Redis may have answered before the bump the invalidation tells of."""
-    entries = live(LocalEntries(1 << 20, TTL_S))
+    entries = live(LocalEntries(1 << 20))
     before = entries.mark()
     entries.drop(["p7"])
-    entries.put("/products/7", page("old"), ["p7"], before)
-    entries.put("/products/8", page("unrelated but looked up meanwhile"), ["p8"], before)
-    assert entries.get("/products/7") == (None, False) and entries.get("/products/8") == (None, False)
-    entries.put("/products/7", page("new"), ["p7"], entries.mark())
-    assert entries.get("/products/7")[0] == page("new")
+    entries.put("/products/7", page("old"), ["p7"], before, TTL_S)
+    entries.put("/products/8", page("unrelated but looked up meanwhile"), ["p8"], before, TTL_S)
+    assert entries.get("/products/7") is None and entries.get("/products/8") is None
+    entries.put("/products/7", page("new"), ["p7"], entries.mark(), TTL_S)
+    assert entries.get("/products/7") == page("new")
 
 
-def test_an_entry_lives_its_ttl_from_its_lookup_and_is_renewed_near_the_end() -> None:
-    entries = live(LocalEntries(1 << 20, TTL_S))
-    entries.put("/a", page("a"), [], Mark(time.monotonic() - 0.5 * TTL_S, entries.drops))
-    assert entries.get("/a") == (page("a"), False)
-    entries.put("/a", page("a"), [], Mark(time.monotonic() - 0.8 * TTL_S, entries.drops))
-    assert entries.get("/a") == (page("a"), True)  # served, and due for a lookup in the background
-    entries.put("/a", page("a"), [], Mark(time.monotonic() - TTL_S, entries.drops))
-    assert entries.get("/a") == (None, False)
+def test_an_entry_lives_what_redis_had_left_of_its_time_from_its_lookup() -> None:
+    entries = live(LocalEntries(1 << 20))
+    entries.put("/a", page("a"), [], Mark(time.monotonic() - 5, entries.drops), 6)
+    entries.put("/b", page("b"), [], Mark(time.monotonic() - 5, entries.drops), 5)
+    assert (entries.get("/a"), entries.get("/b")) == (page("a"), None)
 
 
 def test_nothing_is_served_or_kept_while_the_channel_is_not_known_to_work() -> None:
-    entries = live(LocalEntries(1 << 20, TTL_S))
-    entries.put("/a", page("a"), [], entries.mark())
+    entries = live(LocalEntries(1 << 20))
+    entries.put("/a", page("a"), [], entries.mark(), TTL_S)
     entries.live_until = time.monotonic() - 0.001
-    assert entries.get("/a") == (None, False)
-    entries.put("/b", page("b"), [], entries.mark())
+    assert entries.get("/a") is None
+    entries.put("/b", page("b"), [], entries.mark(), TTL_S)
     assert not entries.entries
 
 
 def test_entries_are_bounded_in_bytes_oldest_first() -> None:
     body = "x" * 1000
-    entries = live(LocalEntries(10_000, TTL_S))
+    entries = live(LocalEntries(10_000))
     for n in range(20):
-        entries.put(f"/products/{n}", page(body), [f"p{n}"], entries.mark())
+        entries.put(f"/products/{n}", page(body), [f"p{n}"], entries.mark(), TTL_S)
     assert entries.size <= 10_000
     kept = sorted(int(key.rsplit("/", 1)[1]) for key in entries.entries)
     assert kept == list(range(20 - len(kept), 20)) and len(kept) >= 8
     assert set(entries.by_name) == {f"p{n}" for n in kept}
-    entries.put("/huge", page("y" * 5000), [], entries.mark())  # over a quarter of the bound: not kept
+    entries.put("/huge", page("y" * 5000), [], entries.mark(), TTL_S)  # over a quarter of the bound: not kept
     assert "/huge" not in entries.entries
 
 
@@ -98,12 +95,11 @@ class Worker:
 @asynccontextmanager
 async def workers(settings: Settings, count: int) -> AsyncIterator[list[Worker]]:
     """``count`` workers on one cache prefix of the real Redis, each listening, once all are registered."""
-    settings = replace(settings, cache_prefix=f"{settings.cache_prefix}_local_{uuid.uuid4().hex[:6]}",
-                       cache_local_ttl=TTL_S)
+    settings = replace(settings, cache_prefix=f"{settings.cache_prefix}_local_{uuid.uuid4().hex[:6]}")
     made = []
     for _ in range(count):
         client = redis_asyncio.from_url(settings.redis_url)
-        entries = LocalEntries(1 << 20, TTL_S)
+        entries = LocalEntries(1 << 20)
         coherence = Coherence(client, redis_asyncio.from_url(settings.redis_url), entries, settings)
         coherence.start()
         made.append(Worker(entries, coherence, RedisBackend(client, settings, coherence)))
@@ -124,8 +120,8 @@ async def workers(settings: Settings, count: int) -> AsyncIterator[list[Worker]]
 
 def fill(worker: Worker) -> None:
     mark = worker.entries.mark()
-    worker.entries.put("/products/1", page("one"), ["p1"], mark)
-    worker.entries.put("/products/2", page("two"), ["p2"], mark)
+    worker.entries.put("/products/1", page("one"), ["p1"], mark, TTL_S)
+    worker.entries.put("/products/2", page("two"), ["p2"], mark, TTL_S)
 
 
 def test_a_write_returns_once_every_worker_dropped_what_it_changed(settings: Settings) -> None:
@@ -135,18 +131,19 @@ def test_a_write_returns_once_every_worker_dropped_what_it_changed(settings: Set
                 fill(worker)
             started = time.monotonic()
             await three[0].backend.product_written(["all", "p1"], {}, None)
+            await three[0].backend.writes_seen()
             took = time.monotonic() - started
-            return [[worker.entries.get(key)[0] is not None for key in ("/products/1", "/products/2")]
+            return [[worker.entries.get(key) is not None for key in ("/products/1", "/products/2")]
                     for worker in three], took
 
     held, took = asyncio.run(scenario())
     assert held == [[False, True]] * 3  # p1's entry gone from every worker the moment the write returns
-    assert took < TTL_S / 2, f"the write waited {took:.3f} s: confirmations did not arrive"
+    assert took < LIVE_S / 2, f"the write waited {took:.3f} s: confirmations did not arrive"
 
 
-def test_a_worker_that_does_not_confirm_makes_the_write_wait_out_the_local_ttl(settings: Settings) -> None:
-    """A registered worker whose listener stopped may hold what the write changed until its entries run out:
-    the writer waits that long after its bumps, and the stopped worker stops serving on its own."""
+def test_a_worker_that_does_not_confirm_makes_the_write_wait_until_it_serves_nothing(settings: Settings) -> None:
+    """A registered worker whose listener stopped holds what the write changed: it serves nothing LIVE_S
+    after its last proof, and the writer waits that long after its bumps."""
 
     async def scenario() -> tuple[float, bool, bool]:
         async with workers(settings, 2) as (writer, deaf):
@@ -154,13 +151,14 @@ def test_a_worker_that_does_not_confirm_makes_the_write_wait_out_the_local_ttl(s
             deaf.coherence._listener.cancel()
             started = time.monotonic()
             await writer.backend.product_written(["all", "p1"], {}, None)
+            await writer.backend.writes_seen()
             took = time.monotonic() - started
-            await asyncio.sleep(max(0.0, deaf.entries.live_until - time.monotonic()))
-            return took, deaf.entries.get("/products/1")[0] is None, deaf.entries.get("/products/2")[0] is None
+            serving_when_the_write_returned = deaf.entries.live_until > time.monotonic()
+            return took, serving_when_the_write_returned, deaf.entries.get("/products/1") is None
 
-    took, p1_gone, p2_gone = asyncio.run(scenario())
-    assert TTL_S * 0.95 <= took < TTL_S + 1.0, took
-    assert p1_gone and p2_gone and LIVE_S < 5  # served no more once its last proof is LIVE_S old
+    took, still_serving, p1_gone = asyncio.run(scenario())
+    assert LIVE_S * 0.95 <= took < LIVE_S + 1.0, took
+    assert not still_serving and p1_gone
 
 
 def test_a_lost_channel_drops_everything_and_the_worker_serves_again_once_back(settings: Settings) -> None:
@@ -177,7 +175,7 @@ def test_a_lost_channel_drops_everything_and_the_worker_serves_again_once_back(s
             while worker.entries.live_until <= time.monotonic() and time.monotonic() < lost_at + 5:
                 await asyncio.sleep(0.02)
             fill(worker)
-            return dropped, worker.entries.get("/products/1")[0] is not None, time.monotonic() - lost_at
+            return dropped, worker.entries.get("/products/1") is not None, time.monotonic() - lost_at
 
     dropped, serving_again, back_after = asyncio.run(scenario())
     assert dropped and serving_again and back_after < 3, back_after
