@@ -50,6 +50,7 @@ def create_app(*, settings: Settings | None = None) -> Sanic:
         RESPONSE_TIMEOUT=settings.request_timeout,  # catalog.http logs each request once, with its timing and SQL count
         FALLBACK_ERROR_FORMAT="json",
         CORS_ORIGINS=",".join(settings.cors_origins),
+        CORS_ALWAYS_SEND=False,  # Allow-Origin only to requests that send an Origin: the rest have no use for it
         # Browsers hide response headers from scripts unless exposed; the frontend pages with these.
         CORS_EXPOSE_HEADERS="X-Next-Cursor,X-Prev-Cursor,Link,ETag,Server-Timing,X-Total-Count-Estimated",
         OAS_UI_DEFAULT="swagger",

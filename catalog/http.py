@@ -11,8 +11,8 @@ middleware's job, since a signal cannot replace it.
 from __future__ import annotations
 
 import logging
+import os
 import re
-import uuid
 from time import perf_counter
 
 from sanic import HTTPResponse, Request, Sanic
@@ -71,7 +71,7 @@ def request_id(given: str | None) -> str:
     """The caller's X-Request-ID when it is a sane token (it goes into logs and headers), else a new one."""
     if given is not None and REQUEST_ID.fullmatch(given):
         return given
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # a uuid4's randomness, without building a UUID on every request
 
 
 def log_timing(request: Request, response: HTTPResponse, settings: Settings) -> None:
