@@ -34,7 +34,7 @@ import psutil
 import redis
 
 from benchmarks.data import PAGE_SIZE, data_facts
-from benchmarks.load import lua_script
+from benchmarks.load import hit_ratio, lua_script
 from benchmarks.load import scenarios as load_scenarios
 from config.settings import PROJECT_ROOT
 
@@ -112,12 +112,6 @@ class Result:
     errors: int
     hit_ratio: float | None  # fragments
     response_hit_ratio: float | None
-
-
-def hit_ratio(client: redis.Redis, stats: str) -> float | None:
-    """From a hash the service's lookup scripts count in (``wanted``, ``hits``); None where none counted."""
-    counted = {key.decode(): int(value) for key, value in client.hgetall(stats).items()}
-    return counted["hits"] / counted["wanted"] if counted.get("wanted") else None
 
 
 def log(message: str) -> None:

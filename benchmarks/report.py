@@ -18,6 +18,7 @@ from benchmarks.load import (
     WRK_THREADS,
     Result,
     Sample,
+    find,
 )
 from benchmarks.servers import DEFAULT_POOL_MAX
 from config.settings import PROJECT_ROOT
@@ -53,12 +54,6 @@ SCENARIO_LABELS = {
     "conditional_304": "conditional GET (If-None-Match, 304)",
     "mixed": "mixed workload",
 }
-
-
-def find(results: list[Result], size: int, cache: str, scenario: str, connections: int = 500, loop: str = "closed",
-         tool: str = "wrk") -> Result | None:
-    return next((r for r in results if r.size == size and r.cache == cache and r.scenario == scenario
-                 and r.connections == connections and r.loop == loop and r.tool == tool), None)
 
 
 def machine() -> dict[str, str]:
