@@ -179,7 +179,7 @@ def report(bench: Figures) -> str:
         f"Lua script with a `delay()` that hands out send times at {OPEN_LOOP_RATE:,} req/s in total over "
         f"{OPEN_LOOP_CONNECTIONS} connections, and `hey -c 500 -q 2 -z {int(args.duration)}s` on the first page. "
         "Server: `python -m sanic catalog.app:create_app --factory --workers 2` (the Procfile's command; "
-        f"DB_POOL_MIN 20, DB_POOL_MAX {getattr(args, 'pool_max', DEFAULT_POOL_MAX)}: the default 50 when "
+        f"DB_POOL_MIN 2 as shipped, DB_POOL_MAX {getattr(args, 'pool_max', DEFAULT_POOL_MAX)}: the default 50 when "
         "2 x 50 fits under PostgreSQL's max_connections beside the harness's own connections, else the most that "
         "does), REDIS_URL set, a CACHE_PREFIX per run, once as shipped "
         "(cache on) and once with CACHE_RESPONSES=false (cache off; counts stay cached), both with "
