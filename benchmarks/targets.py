@@ -126,11 +126,13 @@ def measure(bench: Bench, size: int, database_url: str, database: str, facts: Da
 
 
 def failures(result: Result) -> str:
+    if not result.requests:  # its "0 timeouts" would say nothing then
+        return "no request answered within the run"
     return f"{result.timeouts} timeouts" + (f", {result.errors} errors" if result.errors else "")
 
 
 def clean(result: Result) -> bool:
-    return result.timeouts == 0 and result.errors == 0
+    return result.requests > 0 and result.timeouts == 0 and result.errors == 0
 
 
 def percent(ratio: float | None) -> str:
