@@ -34,22 +34,29 @@ import psutil
 import redis
 
 from benchmarks.data import PAGE_SIZE, data_facts
-from benchmarks.load import lua_script
+from benchmarks.load import WRK_THREADS, hit_ratio, lua_script
 from benchmarks.load import scenarios as load_scenarios
 from config.settings import PROJECT_ROOT
 
 DATABASE = "bench_100k"
 
-# Each wrk thread walks its own stride through 0 .. n - 1 (``step()``), so that the requests of a walk repeat
-# rarely: ids and pages never asked before, as scenarios (c) and (d) need.
-STRIDE = """
-local n, counter, tid = {n}, 0, 0
-local threads = 0
-function setup(thread) threads = threads + 1; thread:set("tid", threads) end
-function init(args) tid = tonumber(wrk.thread:get("tid")) or 0 end
+# A walk through 0 .. n - 1 (``step()``) that asks nothing twice until it has asked all n: ids and pages never
+# asked before, as scenarios (c) and (d) need. The k-th request of thread t takes index k * threads + t - 1,
+# so no two threads ask the same (a stride per thread made the threads' walks one walk shifted, which met
+# itself after a few hundred requests where n is a few thousand), and index i is i strides from 0, the stride
+# prime to n so that n steps visit every value once.
+STRIDE = f"""
+local n, threads, counter, tid, started = {{n}}, {WRK_THREADS}, 0, 1, 0
+function setup(thread) started = started + 1; thread:set("tid", started) end
+function init(args) tid = tonumber(wrk.thread:get("tid")) or 1 end
+local function gcd(a, b) while b ~= 0 do a, b = b, a % b end return a end
+local stride = 7919
+n = math.max(n, 1)
+while gcd(stride, n) ~= 1 do stride = stride + 1 end
 local function step()
+  local index = counter * threads + tid - 1
   counter = counter + 1
-  return (tid * 50021 + counter * 7919) % n
+  return (index * stride) % n
 end
 """
 WALK = STRIDE + """
@@ -112,12 +119,6 @@ class Result:
     errors: int
     hit_ratio: float | None  # fragments
     response_hit_ratio: float | None
-
-
-def hit_ratio(client: redis.Redis, stats: str) -> float | None:
-    """From a hash the service's lookup scripts count in (``wanted``, ``hits``); None where none counted."""
-    counted = {key.decode(): int(value) for key, value in client.hgetall(stats).items()}
-    return counted["hits"] / counted["wanted"] if counted.get("wanted") else None
 
 
 def log(message: str) -> None:
@@ -202,7 +203,7 @@ def wrk(port: int, script: str, seconds: float, workdir: Path, connections: int 
     """Requests, P95 ms, and errors with timeouts, of ``script`` (a Lua ``request()``) sent for ``seconds``."""
     path = workdir / f"s{uuid.uuid4().hex[:6]}.lua"
     path.write_text(script + DONE)
-    output = subprocess.run(["wrk", "-t", "2", "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "-s", str(path),
+    output = subprocess.run(["wrk", "-t", str(WRK_THREADS), "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "-s", str(path),
                              f"http://127.0.0.1:{port}"], capture_output=True, text=True, check=True).stdout
     found = re.search(r"RESULT (\d+) ([\d.]+) (\d+) (\d+)", output)
     assert found, output

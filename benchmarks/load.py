@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+import redis
 
 from benchmarks.data import PAGE_SIZE, DataFacts
 from benchmarks.servers import Server, http_get
@@ -146,12 +147,15 @@ if rate > 0 then
     return math.floor(wait)
   end
 end
+"""
 
+# wrk's summary as one JSON line, which run_wrk reads; a script with a request() of its own ends with it too.
+LUA_DONE = r"""
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
-    'BENCH_JSON {"requests": %%d, "duration_us": %%d, "bytes": %%d, "connect": %%d, "read": %%d, "write": %%d, ' ..
-    '"status": %%d, "timeout": %%d, "p50": %%d, "p95": %%d, "p99": %%d, "max": %%d, "mean": %%f}\n',
+    'BENCH_JSON {"requests": %d, "duration_us": %d, "bytes": %d, "connect": %d, "read": %d, "write": %d, ' ..
+    '"status": %d, "timeout": %d, "p50": %d, "p95": %d, "p99": %d, "max": %d, "mean": %f}\n',
     summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,
     latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max, latency.mean))
 end
@@ -164,7 +168,7 @@ def lua_script(requests: list[Req], rate_per_thread: float = 0.0) -> str:
         headers = "{" + ", ".join(f"[ {lua_string(k)} ] = {lua_string(v)}" for k, v in r.headers) + "}"
         body = lua_string(r.body) if r.body is not None else "nil"
         specs.append(f"  {{{lua_string(r.method)}, {lua_string(r.path)}, {headers}, {body}}},")
-    return LUA_TEMPLATE % {"specs": "\n".join(specs), "rate": rate_per_thread}
+    return LUA_TEMPLATE % {"specs": "\n".join(specs), "rate": rate_per_thread} + LUA_DONE
 
 
 @dataclass
@@ -186,6 +190,14 @@ class Result:
     timeouts: int = 0
     cpu: dict[str, float] = field(default_factory=dict)  # cores used on average
     command: str = ""
+    hits: float | None = None  # the response cache's hit ratio over the measured run, as the service counts it
+    fragment_hits: float | None = None  # the same for product fragments
+
+
+def find(results: list[Result], size: int, cache: str, scenario: str, connections: int = 500, loop: str = "closed",
+         tool: str = "wrk") -> Result | None:
+    return next((r for r in results if r.size == size and r.cache == cache and r.scenario == scenario
+                 and r.connections == connections and r.loop == loop and r.tool == tool), None)
 
 
 def run_wrk(server: Server, script: Path, connections: int, seconds: float, latency: bool = True) -> tuple[dict, str]:
@@ -222,6 +234,28 @@ def run_hey(server: Server, path: str, connections: int, per_worker_qps: float, 
         "status": bad, "errors": failures, "timeout": timeouts,
     }
     return summary, " ".join(command[:-1] + [f"http://127.0.0.1:PORT{path}"])
+
+
+HIT_STATS = {"hits": "r", "fragment_hits": "f"}  # Result's field: the ``<prefix>:stats:<kind>`` hash
+
+
+def hit_ratio(client: redis.Redis, stats: str) -> float | None:
+    """From a hash the service's lookup scripts count in (``wanted``, ``hits``); None where none counted."""
+    counted = {key.decode(): int(value) for key, value in client.hgetall(stats).items()}
+    return counted.get("hits", 0) / counted["wanted"] if counted.get("wanted") else None
+
+
+def hit_ratios(redis_url: str, prefix: str, reset: bool = False) -> dict[str, float | None]:
+    """The response cache's and the product fragments' hit ratios the service with ``prefix`` counted since
+    they were last reset, as Result's fields; with ``reset``, counted again from nothing afterwards."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        ratios = {name: hit_ratio(client, f"{prefix}:stats:{kind}") for name, kind in HIT_STATS.items()}
+        if reset:
+            client.delete(*(f"{prefix}:stats:{kind}" for kind in HIT_STATS.values()))
+        return ratios
+    finally:
+        client.close()
 
 
 @dataclass

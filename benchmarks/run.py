@@ -1,6 +1,6 @@
 """Load benchmark of the whole service against this machine's ceiling, at 100,000 and 1,000,000 products.
 
-    python -m benchmarks.run [--sizes 100000,1000000] [--duration 20] [--warmup 5] [--quick]
+    python -m benchmarks.run [--sizes 100000,1000000] [--duration 20] [--warmup 5] [--quick] [--targets-only]
 
 Needs `wrk` and `hey` on PATH (`apt-get install -y wrk hey`), PostgreSQL at --pg (default
 postgres://postgres@127.0.0.1:5432), Redis at --redis, and the `bench` extra (matplotlib, psutil).
@@ -19,7 +19,8 @@ For each size it:
 3. loads each scenario with wrk (closed loop, 50 and 500 connections, `--latency`, a generated Lua script
    that picks a random request of the scenario's set for each request) after a warm-up run of the same
    script; the mixed workload also runs as an open loop of 500 connections at ~1,000 requests/s in total
-   (wrk with a Lua `delay()` that hands out send times on a fixed schedule), and the first list page as
+   (wrk with a Lua `delay()` that hands out send times on a fixed schedule; with the cache on, on a server
+   of its own: step 6), and the first list page as
    `hey -c 500 -q 2` (one URL: hey cannot vary it);
 4. records per scenario requests/s, latency P50/P95/P99/max (wrk's Lua `done()`), errors (connect, read,
    write, non-2xx/3xx status, timeouts: wrk's 2 s default), SQL statements and cache outcome per request
@@ -27,14 +28,19 @@ For each size it:
    CPU seconds of the server processes, PostgreSQL (auxiliary processes and this database's backends),
    Redis and the load generator (psutil deltas over the measured run), and the RSS of each worker when the
    server stops;
-5. runs EXPLAIN (ANALYZE, BUFFERS) of the hot queries (the SQL Tortoise generates for them) at each size.
+5. runs EXPLAIN (ANALYZE, BUFFERS) of the hot queries (the SQL Tortoise generates for them) at each size;
+6. measures issue 13's targets (``benchmarks.targets``): the bare Sanic ceiling (``benchmarks.bare``) just
+   before the cache-on server, whose runs at 500 connections are the cached GETs and the primary-key
+   ceiling; then, each on servers of its own, the mixed workload as an open loop on a fresh cache with the
+   response cache's hit ratio, the misses, and the access log line's cost (LOG_LEVEL=INFO against WARNING).
+   ``--targets-only`` measures these alone and prints their table (``python -m benchmarks.targets``).
 
 It writes BENCHMARKS.md at the repository root, benchmarks/chart.png, and the raw figures to
 benchmarks/results.json. Numbers are for ratios within one run: the load generator shares the machine.
 
 This module runs the steps; the databases are ``benchmarks.data``'s, the servers ``benchmarks.servers``',
-the load and its figures ``benchmarks.load``'s, the profile ``benchmarks.profiling``'s, and the report
-``benchmarks.report``'s.
+the load and its figures ``benchmarks.load``'s, issue 13's targets ``benchmarks.targets``', the profile
+``benchmarks.profiling``'s, and the report ``benchmarks.report``'s.
 """
 
 from __future__ import annotations
@@ -46,9 +52,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from benchmarks import log
+from benchmarks import log, targets
 from benchmarks.data import (
     Monitor,
     data_facts,
@@ -66,6 +74,7 @@ from benchmarks.load import (
     cpu_delta,
     cpu_snapshot,
     deep_cursors,
+    hit_ratios,
     lua_script,
     run_hey,
     run_wrk,
@@ -116,13 +125,22 @@ class Bench(Figures):
         self.pool_max = min(DEFAULT_POOL_MAX, (self.monitor.max_connections - SPARE_CONNECTIONS) // WORKERS)
         self.args.pool_max = self.pool_max
 
-    def measure(self, server: Server, size: int, cache: str, database: str, name: str, requests: list[Req],
-                connections: int, rate: float = 0.0) -> Result:
+    def measure(self, server: Server, size: int, cache: str, database: str, name: str, requests: list[Req] | str,
+                connections: int, rate: float = 0.0, warmup: bool | list[Req] = True) -> Result:
+        """``requests`` sent by wrk (one at random each time) for --duration after a --warmup of the same, or
+        of ``warmup``'s requests, or of nothing; a ``str`` is a Lua script with a request() of its own (ending
+        with ``LUA_DONE``). On the service, the hit ratios its caches count over the measured run as well."""
         script = self.script_dir / f"{name}{'_open' if rate else ''}.lua"
-        script.write_text(lua_script(requests, rate / WRK_THREADS if rate else 0.0))
+        script.write_text(requests if isinstance(requests, str) else lua_script(requests, rate / WRK_THREADS))
         self.monitor.wait_until_idle(database)
-        if self.args.warmup > 0:
-            run_wrk(server, script, connections, self.args.warmup, latency=False)
+        if warmup and self.args.warmup > 0:
+            warm = script
+            if isinstance(warmup, list):
+                warm = self.script_dir / f"{name}_warmup.lua"
+                warm.write_text(lua_script(warmup))
+            run_wrk(server, warm, connections, self.args.warmup, latency=False)
+        if server.prefix:
+            hit_ratios(self.args.redis, server.prefix, reset=True)
         before, loadgen_before, started = cpu_snapshot(server, database), children_cpu(), time.monotonic()
         summary, command = run_wrk(server, script, connections, self.args.duration)
         wall = time.monotonic() - started
@@ -135,12 +153,14 @@ class Bench(Figures):
             errors=summary["connect"] + summary["read"] + summary["write"] + summary["status"],
             status_errors=summary["status"], timeouts=summary["timeout"],
             cpu={group: seconds / wall for group, seconds in cpu.items()}, command=command,
+            **(hit_ratios(self.args.redis, server.prefix) if server.prefix else {}),
         )
         self.commands.append(command)
         self.results.append(result)
-        log(f"  {size:>9,} cache {cache:<3} {name:<16} {result.loop:<6} c={connections:<3} "
+        hits = f"  hits {result.hits:.0%}" if result.hits is not None else ""
+        log(f"  {size:>9,} cache {cache:<3} {name:<18} {result.loop:<6} c={connections:<3} "
             f"{result.rps:8.0f} req/s  p50 {result.p50_ms:7.1f}  p95 {result.p95_ms:7.1f}  p99 {result.p99_ms:7.1f} ms  "
-            f"errors {result.errors} timeouts {result.timeouts}")
+            f"errors {result.errors} timeouts {result.timeouts}{hits}")
         return result
 
     def measure_hey(self, server: Server, size: int, cache: str, database: str, path: str) -> Result:
@@ -192,42 +212,71 @@ class Bench(Figures):
                 if tree is not None:
                     shutil.rmtree(tree, ignore_errors=True)
 
+    @contextmanager
+    def serving(self, database_url: str, database: str, name: str, cache: bool = True, pool_max: int = 0,
+                overrides: dict[str, str] | None = None) -> Iterator[Server]:
+        """The service as the Procfile starts it (``start_server``) on a cache prefix of its own, which is
+        forgotten once it has stopped."""
+        prefix = f"bench-{self.run_id}-{database}-{name}"
+        server = start_server(database_url, self.args.redis, prefix, cache, pool_max or self.pool_max,
+                              overrides=overrides)
+        try:
+            yield server
+        finally:
+            stop_server(server)
+            forget_prefix(self.args.redis, prefix)
+
+    def wanted(self, name: str, cache: str, connections: int) -> bool:
+        """Every scenario at the highest count, the lower counts only where a target compares them; with
+        --targets-only, what issue 13's targets read of these runs only."""
+        if self.args.targets_only:
+            return cache == "on" and connections == targets.CONNECTIONS and name in ("ceiling_pk", *targets.CACHED)
+        return connections == max(self.args.connections) or name in BOTH_COUNTS
+
+    def save(self) -> None:
+        if not self.args.targets_only:
+            save_results(self)
+
     def run_size(self, size: int) -> None:
         database_url = asyncio.run(prepare_database(self.args.pg, size))
         database = db_name(size)
         facts = asyncio.run(data_facts(database_url))
         log(f"{database}: {facts.products:,} products ({facts.active:,} active), {len(facts.categories)} categories")
-        self.explain[size] = asyncio.run(explain_hot_queries(database_url, facts))
+        if not self.args.targets_only:
+            self.explain[size] = asyncio.run(explain_hot_queries(database_url, facts))
+        targets.measure_bare(self, size, database)  # next to the cached GETs it is the ceiling of
         cursors: list[str] = []
-        for cache in ("on", "off"):
-            prefix = f"bench-{self.run_id}-{database}-{cache}"
-            server = start_server(database_url, self.args.redis, prefix, cache == "on", self.pool_max)
+        for cache in ("on",) if self.args.targets_only else ("on", "off"):
             try:
-                if not cursors:
-                    cursors = deep_cursors(server, facts, 30 if self.args.quick else 100, self.args.seed)
-                etag = http_get(server.port, "/products")[1]["etag"]
-                requests_of = scenarios(facts, cursors, etag, self.args.seed)
-                for name, requests in requests_of.items():
-                    # Every scenario at the highest count; the lower counts only where a target compares them.
-                    for connections in self.args.connections:
-                        if connections != max(self.args.connections) and name not in BOTH_COUNTS:
-                            continue
-                        self.measure(server, size, cache, database, name, requests, connections)
-                    self.samples[(size, cache, name)] = sample(server, requests)
-                self.measure(server, size, cache, database, "mixed", requests_of["mixed"], OPEN_LOOP_CONNECTIONS,
-                             rate=OPEN_LOOP_RATE)
-                self.measure_hey(server, size, cache, database, "/products")
-                self.rss[(size, cache)] = [w.memory_info().rss / 2**20 for w in workers(server)]
-                log(f"  RSS per worker: {', '.join(f'{r:.0f} MB' for r in self.rss[(size, cache)])}")
-            finally:
-                stop_server(server)
-                forget_prefix(self.args.redis, prefix)
-                save_results(self)
-        if size == self.args.sizes[0] and not self.args.no_profile:
+                with self.serving(database_url, database, cache, cache == "on") as server:
+                    if not cursors:
+                        cursors = deep_cursors(server, facts, 30 if self.args.quick else 100, self.args.seed)
+                    etag = http_get(server.port, "/products")[1]["etag"]
+                    requests_of = scenarios(facts, cursors, etag, self.args.seed)
+                    for name, requests in requests_of.items():
+                        counts = [c for c in self.args.connections if self.wanted(name, cache, c)]
+                        for connections in counts:
+                            self.measure(server, size, cache, database, name, requests, connections)
+                        if counts:
+                            self.samples[(size, cache, name)] = sample(server, requests)
+                    if not self.args.targets_only:
+                        if cache == "off":  # with the cache on, it is target 2's, on a fresh cache
+                            self.measure(server, size, cache, database, "mixed", requests_of["mixed"],
+                                         OPEN_LOOP_CONNECTIONS, rate=OPEN_LOOP_RATE)
+                        self.measure_hey(server, size, cache, database, "/products")
+                        self.rss[(size, cache)] = [w.memory_info().rss / 2**20 for w in workers(server)]
+                        log(f"  RSS per worker: {', '.join(f'{r:.0f} MB' for r in self.rss[(size, cache)])}")
+            finally:  # what was measured is kept, whatever happens next
+                self.save()
+        try:
+            targets.measure(self, size, database_url, database, facts, requests_of["mixed"])
+        finally:
+            self.save()
+        if size == self.args.sizes[0] and not self.args.no_profile and not self.args.targets_only:
             self.profile_first_page(database_url, database)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="100000,1000000", help="comma-separated product counts")
     parser.add_argument("--duration", type=float, default=20, help="measured seconds per scenario")
@@ -245,7 +294,9 @@ def main() -> None:
                         help="only rewrite BENCHMARKS.md and chart.png from benchmarks/results.json")
     parser.add_argument("--refresh-explain", action="store_true",
                         help="with --from-results: run the EXPLAINs again on the benchmark databases first")
-    args = parser.parse_args()
+    parser.add_argument("--targets-only", action="store_true",
+                        help="issue 13's targets only, their table printed; nothing written (benchmarks.targets)")
+    args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.duration, args.warmup = "100000", 5, 2
     args.sizes = [int(s) for s in args.sizes.split(",")]
@@ -274,6 +325,11 @@ def main() -> None:
     finally:
         bench.monitor.close()
     bench.timing.update(finished=time.strftime("%Y-%m-%d %H:%M"), minutes=(time.monotonic() - started) / 60)
+    if args.targets_only:
+        print(f"\nissue 13's targets, {args.duration:g} s after a {args.warmup:g} s warm-up each, "
+              f"{bench.timing['minutes']:.0f} min:\n")
+        print("\n".join(targets.table(bench.results, args.sizes)))
+        return
     save_results(bench)
     Path(args.output).write_text(report(bench))
     chart(bench, CHART)

@@ -118,21 +118,33 @@ class Server:
     process: subprocess.Popen
     port: int
     log_path: Path
+    prefix: str = ""  # the service's CACHE_PREFIX, where its caches count their hits
 
 
 def start_server(database_url: str, redis_url: str, prefix: str, cache: bool, pool_max: int, workers: int = WORKERS,
-                 tree: Path = PROJECT_ROOT) -> Server:
+                 tree: Path = PROJECT_ROOT, overrides: dict[str, str] | None = None) -> Server:
     """The Procfile's web process with the ceilings' endpoints (``/_ceiling/static``, ``/_ceiling/pk``), once
     /health answers and every worker acked.
 
-    ``tree`` is the source tree it runs (another revision's for ``--profile-baseline``)."""
+    ``tree`` is the source tree it runs (another revision's for ``--profile-baseline``). It logs at INFO, as
+    shipped (a line per request), unless ``overrides`` (more variables, or other values) says otherwise."""
     port = free_port()
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log_path = LOG_DIR / f"{prefix}.log"
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "CACHE_PREFIX": prefix,
            "WEB_CONCURRENCY": str(workers), "CACHE_RESPONSES": "true" if cache else "false",
-           "BENCHMARK_ENDPOINTS": "true", "PORT": str(port), "PYTHONPATH": str(tree), "DB_POOL_MAX": str(pool_max)}
-    return Server(start_sanic(env, port, log_path, workers, tree), port, log_path)
+           "BENCHMARK_ENDPOINTS": "true", "PORT": str(port), "PYTHONPATH": str(tree), "DB_POOL_MAX": str(pool_max),
+           "LOG_LEVEL": "INFO", **(overrides or {})}
+    return Server(start_sanic(env, port, log_path, workers, tree), port, log_path, prefix)
+
+
+def start_bare(workers: int = WORKERS) -> Server:
+    """``benchmarks.bare``: the same Sanic and workers with nothing of the service, the ceiling of cached GETs."""
+    port = free_port()
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log_path = LOG_DIR / f"bare-{port}.log"
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    return Server(start_sanic(env, port, log_path, workers, app="benchmarks.bare:create_app"), port, log_path)
 
 
 def stop_server(server: Server) -> None:
