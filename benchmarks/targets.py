@@ -17,7 +17,8 @@ All at 2 workers as the Procfile starts them, 500 connections, every ratio withi
 4. the access log line's cost: the cached first page with LOG_LEVEL=INFO (as shipped: a line per request)
    and LOG_LEVEL=WARNING (lines of slow requests only), two servers loaded in turn, on, off, on, off:
    1 - on/off of the mean requests/s, the share of a cached hit's time the line takes, under 10%;
-5. read-your-writes: covered by tests/test_consistency.py, not measured here.
+5. read-your-writes: covered by tests (tests/test_consistency.py across workers, tests/cache/test_local.py and
+   test_cache_workers.py for the workers' local copies), not measured here.
 
 Errors (socket errors, answers other than 2xx/3xx) count against a target as timeouts do.
 
@@ -58,7 +59,9 @@ MISSES = {"miss_product": ("product by id", 0.30), "miss_page_n": ("20-product l
 LOG_LEVELS = {"first_page_log_on": "INFO", "first_page_log_off": "WARNING"}
 LOG_ROUNDS = 2
 LOG_COST = 0.10
-READ_YOUR_WRITES = "tests/test_consistency.py::test_every_write_shows_on_the_next_read_on_either_worker"
+READ_YOUR_WRITES = ("tests/test_consistency.py::test_every_write_shows_on_the_next_read_on_either_worker`, "
+                    "`tests/cache/test_local.py`, `tests/cache/test_cache_workers.py::"
+                    "test_every_write_reaches_the_local_copies_of_both_workers")
 
 # Each request of a miss scenario asks what no request asked before (benchmarks.fragments' walk): here 20
 # ids that no other batch holds.
