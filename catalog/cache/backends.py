@@ -260,12 +260,20 @@ class RedisBackend:
                 args=[f"{self.prefix}:n:", *names, *(deltas[name] for name in names)],
                 client=pipe,
             )
-            await self.coherence.announce(pipe, generations)
-            announced = (await pipe.execute())[-1]
-        self.coherence.announced(announced, time.monotonic())
+            announcement, expected = await self._execute_announcing(pipe, generations)
+        self.coherence.announced(announcement, expected, time.monotonic())
 
     async def writes_seen(self) -> None:
         await self.coherence.wait_for_announced()
+
+    async def _execute_announcing(self, pipe: Any, names: Sequence[str]) -> tuple[str, int]:
+        """The pipeline with the announcement of ``names`` last: its id, and how many workers must confirm."""
+        announcement = await self.coherence.announce(pipe, names)
+        try:
+            return announcement, (await pipe.execute())[-1]
+        except BaseException:
+            self.coherence.abandon(announcement)
+            raise
 
     async def read_count(self, name: str) -> CountRead:
         value, ttl_ms, version, position = await self._read_count(
@@ -287,9 +295,8 @@ class RedisBackend:
             pipe.incr(self.epoch)
             if self.tracks_positions:
                 pipe.delete(self.write_position)
-            await self.coherence.announce(pipe, [EVERYTHING])
-            announced = (await pipe.execute())[-1]
-        await self.coherence.wait_for_workers(announced, time.monotonic())
+            announcement, expected = await self._execute_announcing(pipe, [EVERYTHING])
+        await self.coherence.wait_for_workers(announcement, expected, time.monotonic())
 
     async def ping(self) -> None:
         await self.client.ping()

@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 
 import redis.asyncio as redis
 
@@ -40,16 +41,15 @@ FAILURES = (redis.RedisError, OSError, asyncio.TimeoutError, PoolBusy)
 CONFIRMATION_TTL_MS = 10_000
 STATS_TTL_S = 86_400
 
-# KEYS: registry, announcement counter.  ARGV: channel, registered window ms, names...
-# The announcement's id and how many workers must confirm it: those registered, or those listening if more
-# (a registry lost to a flush is back only with the workers' next heartbeats).
+# KEYS: registry.  ARGV: channel, registered window ms, the announcement (its id, where confirmations go,
+# then the names).  How many workers must confirm it: those registered, or those listening if more (a
+# registry lost to a flush is back only with the workers' next heartbeats).
 ANNOUNCE = """
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local expected = redis.call('ZCOUNT', KEYS[1], now_ms - tonumber(ARGV[2]), '+inf')
-local id = redis.call('INCR', KEYS[2])
-local receivers = redis.call('PUBLISH', ARGV[1], id .. ' ' .. table.concat(ARGV, ' ', 3))
-return {id, math.max(expected, receivers)}
+local receivers = redis.call('PUBLISH', ARGV[1], ARGV[3])
+return math.max(expected, receivers)
 """
 # KEYS: registry, response hit counts.  ARGV: worker id, registry ms, hit counts' ttl s, local hits to add.
 HEARTBEAT = """
@@ -68,9 +68,21 @@ return 1
 """
 
 
-# The announcements a request's writes made, waited for once its write has ended: the wait is not part of
-# the write, during which counts are not kept (catalog.events).
-_announced: ContextVar[tuple[tuple[Sequence[int], float], ...]] = ContextVar("catalog_announced", default=())
+# The announcements a request's writes made (id, how many must confirm, when the bumps were known done),
+# waited for once its write has ended: the wait is not part of the write, during which counts are not kept
+# (catalog.events).
+_announced: ContextVar[tuple[tuple[str, int, float], ...]] = ContextVar("catalog_announced", default=())
+# Where a writer without a listener of its own (``catalog forget-cache``) finds its confirmations: a list.
+NO_LISTENER = "-"
+
+
+@dataclass(slots=True)
+class Waiter:
+    """A write's announcement as this worker's listener counts its confirmations."""
+
+    confirmed: int = 0
+    expected: int | None = None  # known once the write's pipeline has answered
+    all_in: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Coherence:
@@ -87,8 +99,10 @@ class Coherence:
         prefix = settings.cache_prefix
         self.channel = f"{prefix}:local:bumped"
         self.registry = f"{prefix}:local:workers"
-        self.counter = f"{prefix}:local:announced"
-        self.confirmations = f"{prefix}:local:confirmed:"
+        self.confirmations = f"{prefix}:local:confirmed:"  # + a listener's worker id: its channel; + an id: a list
+        self.announcements = 0
+        # Confirmations this worker's listener counts for its writes, by announcement id.
+        self.waiting: dict[str, Waiter] = {}
         self.hit_counts = f"{prefix}:stats:r"
         self._announce = client.register_script(ANNOUNCE)
         self._heartbeat = subscriber.register_script(HEARTBEAT)
@@ -99,41 +113,72 @@ class Coherence:
         if self.entries is not None:
             self._listener = asyncio.create_task(self._listen_forever())
 
-    async def announce(self, pipe: redis.client.Pipeline, names: Sequence[str]) -> None:
-        """Queued on the write's pipeline after its bumps; its result is ``(id, expected)``."""
-        await self._announce(keys=[self.registry, self.counter],
-                             args=[self.channel, int(REGISTERED_S * 1000), *names], client=pipe)
+    async def announce(self, pipe: redis.client.Pipeline, names: Sequence[str]) -> str:
+        """Queued on the write's pipeline after its bumps, whose result is how many must confirm: the
+        announcement's id, by which ``announced`` is told that result."""
+        self.announcements += 1
+        announcement = f"{self.worker}.{self.announcements}"
+        # With a listener of its own, the confirmations come to its channel, counted as they arrive.
+        reply_to = self.worker if self._listener is not None else NO_LISTENER
+        if reply_to != NO_LISTENER:
+            self.waiting[announcement] = Waiter()
+        await self._announce(keys=[self.registry], client=pipe,
+                             args=[self.channel, int(REGISTERED_S * 1000), " ".join([announcement, reply_to, *names])])
+        return announcement
 
-    def announced(self, announced: Sequence[int], bumped_at: float) -> None:
+    def announced(self, announcement: str, expected: int, bumped_at: float) -> None:
         """What a write's pipeline answered for its announcement: waited for by ``wait_for_announced``."""
-        _announced.set((*_announced.get(), (announced, bumped_at)))
+        _announced.set((*_announced.get(), (announcement, int(expected), bumped_at)))
 
     async def wait_for_announced(self) -> None:
         """Until every worker has dropped what this request's writes changed (``wait_for_workers``)."""
         pending = _announced.get()
         _announced.set(())
-        for announced, bumped_at in pending:
-            await self.wait_for_workers(announced, bumped_at)
+        for announcement, expected, bumped_at in pending:
+            await self.wait_for_workers(announcement, expected, bumped_at)
 
-    async def wait_for_workers(self, announced: Sequence[int], bumped_at: float) -> None:
+    async def wait_for_workers(self, announcement: str, expected: int, bumped_at: float) -> None:
         """Until every registered worker confirmed, or until no worker that did not can still serve what it
-        held before ``bumped_at`` (when the bumps were known done). Polled, not a blocking pop: a request's
-        connection is not held while other workers get to it."""
-        announcement, expected = int(announced[0]), int(announced[1])
+        held before ``bumped_at`` (when the bumps were known done)."""
         deadline = bumped_at + LIVE_S
-        confirmed, pause = 0, CONFIRM_POLL_S
-        try:
-            while expected and (confirmed := await self.client.llen(f"{self.confirmations}{announcement}")) < expected:
-                if time.monotonic() + pause > deadline:
-                    break
-                await asyncio.sleep(pause)
-                pause = min(2 * pause, CONFIRM_POLL_MAX_S)
-        except FAILURES:
-            pass
+        confirmed = await self._confirmations(announcement, expected, deadline)
         if confirmed < expected:
             logger.warning("%d of %d workers confirmed a write's invalidation: waiting out their local entries",
                            confirmed, expected)
             await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+
+    async def _confirmations(self, announcement: str, expected: int, deadline: float) -> int:
+        """How many confirmed by ``deadline`` (or at once, when all have)."""
+        waiter = self.waiting.get(announcement)
+        if waiter is not None:  # counted by the listener as they arrive
+            waiter.expected = expected
+            if waiter.confirmed < expected:
+                try:
+                    await asyncio.wait_for(waiter.all_in.wait(), max(0.0, deadline - time.monotonic()))
+                except asyncio.TimeoutError:
+                    pass
+            return self.waiting.pop(announcement).confirmed
+        confirmed, pause = 0, CONFIRM_POLL_S  # no listener: polled, without holding a connection between polls
+        try:
+            key = f"{self.confirmations}{announcement}"
+            while (confirmed := await self.client.llen(key)) < expected and time.monotonic() + pause < deadline:
+                await asyncio.sleep(pause)
+                pause = min(2 * pause, CONFIRM_POLL_MAX_S)
+        except FAILURES:
+            pass
+        return confirmed
+
+    def abandon(self, announcement: str) -> None:
+        """An announcement whose pipeline failed: nothing to wait for."""
+        self.waiting.pop(announcement, None)
+
+    def _confirmed(self, announcement: str) -> None:
+        waiter = self.waiting.get(announcement)
+        if waiter is None:
+            return  # for a write that has stopped waiting
+        waiter.confirmed += 1
+        if waiter.expected is not None and waiter.confirmed >= waiter.expected:
+            waiter.all_in.set()
 
     async def _listen_forever(self) -> None:
         assert self.entries is not None
@@ -151,7 +196,7 @@ class Coherence:
     async def _listen(self, entries: LocalEntries) -> None:
         pubsub = self.subscriber.pubsub()
         try:
-            await pubsub.subscribe(self.channel)
+            await pubsub.subscribe(self.channel, f"{self.confirmations}{self.worker}")
             beat = 0
             while True:
                 beat += 1
@@ -180,13 +225,18 @@ class Coherence:
                 if left <= 0:
                     break
                 continue
-            if message["type"] == "message":
-                announcement, *names = message["data"].decode().split(" ")
+            if message["type"] == "message" and message["channel"] != self.channel.encode():
+                self._confirmed(message["data"].decode())
+            elif message["type"] == "message":
+                announcement, reply_to, *names = message["data"].decode().split(" ")
                 entries.drop(names)
-                async with self.subscriber.pipeline(transaction=False) as pipe:
-                    key = f"{self.confirmations}{announcement}"
-                    pipe.rpush(key, self.worker).pexpire(key, CONFIRMATION_TTL_MS)
-                    await pipe.execute()
+                if reply_to == NO_LISTENER:
+                    async with self.subscriber.pipeline(transaction=False) as pipe:
+                        key = f"{self.confirmations}{announcement}"
+                        pipe.rpush(key, self.worker).pexpire(key, CONFIRMATION_TTL_MS)
+                        await pipe.execute()
+                else:
+                    await self.subscriber.publish(f"{self.confirmations}{reply_to}", announcement)
             elif pong is not None and message["type"] == "pong" and message["data"] == pong:
                 return
         if pong is not None:
