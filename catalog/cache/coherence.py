@@ -152,12 +152,14 @@ class Coherence:
         waiter = self.waiting.get(announcement)
         if waiter is not None:  # counted by the listener as they arrive
             waiter.expected = expected
-            if waiter.confirmed < expected:
-                try:
+            try:
+                if waiter.confirmed < expected:
                     await asyncio.wait_for(waiter.all_in.wait(), max(0.0, deadline - time.monotonic()))
-                except asyncio.TimeoutError:
-                    pass
-            return self.waiting.pop(announcement).confirmed
+            except asyncio.TimeoutError:
+                pass
+            finally:  # also when the request is cancelled
+                del self.waiting[announcement]
+            return waiter.confirmed
         confirmed, pause = 0, CONFIRM_POLL_S  # no listener: polled, without holding a connection between polls
         try:
             key = f"{self.confirmations}{announcement}"
