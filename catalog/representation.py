@@ -20,6 +20,20 @@ from sanic import HTTPResponse, Request
 from config.settings import Settings
 
 JSON_TYPE = "application/json"
+UNSAFE_IN_HEADERS = str.maketrans("", "", "\r\n\x00")
+
+
+class Response(HTTPResponse):
+    """Sanic's response, with its header check made cheap: Sanic runs ``str.translate`` over every header
+    value of every response (about 16 ns a character, a tenth of a cached hit's time with a page's Link and
+    Server-Timing); a search for the three characters it drops is a hundred times faster, and values
+    without them (nearly all) are sent as they are."""
+
+    @staticmethod
+    def _sanitize_header_value(value: str) -> str:
+        if "\r" in value or "\n" in value or "\x00" in value:
+            return value.translate(UNSAFE_IN_HEADERS)
+        return value
 
 
 def accepts_gzip(header: str | None) -> bool:
@@ -82,7 +96,7 @@ class Representation:
         """
         if self.status != 200:
             headers = {**(extra_headers or {}), **self.headers}
-            return HTTPResponse(self.body, status=self.status, headers=headers, content_type=JSON_TYPE)
+            return Response(self.body, status=self.status, headers=headers, content_type=JSON_TYPE)
         compressible = len(self.body) > settings.gzip_min_bytes and request.method != "HEAD"
         use_gzip = compressible and accepts_gzip(request.headers.get("accept-encoding"))
         headers = {
@@ -92,13 +106,13 @@ class Representation:
             "Cache-Control": "no-cache",
         }
         if if_none_match_hits(request.headers.get("if-none-match"), headers["ETag"]):
-            return HTTPResponse(status=304, headers=headers)
+            return Response(status=304, headers=headers)
         headers.update(self.headers)
         if not use_gzip:
-            return HTTPResponse(self.body, status=200, headers=headers, content_type=JSON_TYPE)
+            return Response(self.body, status=200, headers=headers, content_type=JSON_TYPE)
         body = self.gzipped if self.gzipped is not None else gzip.compress(self.body, settings.gzip_level)
         headers["Content-Encoding"] = "gzip"
-        return HTTPResponse(body, status=200, headers=headers, content_type=JSON_TYPE)
+        return Response(body, status=200, headers=headers, content_type=JSON_TYPE)
 
     def encode(self) -> bytes:
         """Bytes for a cache: a length-prefixed JSON head (digest, headers, body length), body, gzip body."""
