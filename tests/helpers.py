@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -230,11 +231,17 @@ def server_timing(response: httpx.Response) -> tuple[int, str]:
 ACCESS_LINE = re.compile(r" (\d+) \w+ catalog\.access: .* id=([A-Za-z0-9._:-]+)")
 
 
-def workers_by_request(log: Path, request_ids: Iterable[str]) -> dict[str, int]:
-    """The worker pid that served each of ``request_ids``, by the X-Request-ID its response carried (the
-    line is written before the response is sent)."""
+def workers_by_request(log: Path, request_ids: Iterable[str], wait_s: float = 2.0) -> dict[str, int]:
+    """The worker pid that served each of ``request_ids``, by the X-Request-ID its response carried. A worker
+    writes its lines when the event-loop turn that sent the responses ends (``catalog.logs``), so a line may
+    follow its response by a moment: read again until all are there or ``wait_s`` has passed."""
     wanted = set(request_ids)
-    return {rid: int(pid) for pid, rid in ACCESS_LINE.findall(log.read_text()) if rid in wanted}
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = {rid: int(pid) for pid, rid in ACCESS_LINE.findall(log.read_text()) if rid in wanted}
+        if len(found) == len(wanted) or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.02)
 
 
 def statements(response) -> int:

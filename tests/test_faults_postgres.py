@@ -27,7 +27,7 @@ from benchmarks.postgres import PrivatePostgres
 from benchmarks.servers import free_port, start_sanic, stop
 from catalog.seed import seed
 from tests.conftest import migrate
-from tests.helpers import Sql, fetch
+from tests.helpers import Sql, fetch, workers_by_request
 
 ADMIN_PASSWORD = "admin-PW"
 APP_PASSWORD = "s3cret-PW"
@@ -174,8 +174,7 @@ def test_recovers_without_restart_on_both_workers(service: Service, postgres: Pr
         path = (*ENDPOINTS, "/health/ready")[number % 4]
         response = service.get(path, headers={"x-request-id": f"{marker}{number}"})
         assert response.status_code == 200, (path, response.text)
-    served_by = re.findall(rf"^\S+ \S+ (\d+) \w+ \S+: GET \S+ 200 .* id={marker}\d+$", service.log.read_text(),
-                           re.MULTILINE)
-    assert len(served_by) == 20 and len(set(served_by)) == 2, served_by
+    served_by = workers_by_request(service.log, [f"{marker}{number}" for number in range(20)])
+    assert len(served_by) == 20 and len(set(served_by.values())) == 2, served_by
     assert_log_clean(service.log)
 
