@@ -51,17 +51,18 @@ local expected = redis.call('ZCOUNT', KEYS[1], now_ms - tonumber(ARGV[2]), '+inf
 local receivers = redis.call('PUBLISH', ARGV[1], ARGV[3])
 return math.max(expected, receivers)
 """
-# KEYS: registry, response hit counts.  ARGV: worker id, registry ms, hit counts' ttl s, local hits to add.
+# KEYS: registry, response hit counts.  ARGV: worker id, registry ms, hit counts' ttl s, requests answered
+# locally and hits among them to add.
 HEARTBEAT = """
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 redis.call('ZADD', KEYS[1], now_ms, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms - 10 * tonumber(ARGV[2]))
 redis.call('PEXPIRE', KEYS[1], 10 * tonumber(ARGV[2]))
-local hits = tonumber(ARGV[4])
-if hits > 0 then
-  redis.call('HINCRBY', KEYS[2], 'wanted', hits)
-  redis.call('HINCRBY', KEYS[2], 'hits', hits)
+local wanted = tonumber(ARGV[4])
+if wanted > 0 then
+  redis.call('HINCRBY', KEYS[2], 'wanted', wanted)
+  redis.call('HINCRBY', KEYS[2], 'hits', tonumber(ARGV[5]))
   if redis.call('TTL', KEYS[2]) < 0 then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
 end
 return 1
@@ -205,9 +206,10 @@ class Coherence:
                 began = time.monotonic()
                 await pubsub.ping(str(beat))
                 await self._read(pubsub, entries, began + LIVE_S, pong=str(beat).encode())
-                hits, entries.hits = entries.hits, 0
+                counts = [entries.wanted, entries.hits]
+                entries.wanted = entries.hits = 0
                 await self._heartbeat(keys=[self.registry, self.hit_counts],
-                                      args=[self.worker, int(REGISTERED_S * 1000), STATS_TTL_S, hits])
+                                      args=[self.worker, int(REGISTERED_S * 1000), STATS_TTL_S, *counts])
                 entries.live_until = began + LIVE_S
                 if self.failing:
                     logger.info("local cache on again")

@@ -45,7 +45,12 @@ class LocalEntries:
         self.size = 0
         self.drops = 0  # invalidations processed, so that an entry looked up across one is not kept
         self.live_until = 0.0  # served only while the invalidations' channel is known to be working
-        self.hits = 0  # since the counts were last flushed to Redis
+        # Requests answered here, and those of them that were hits, since last added to Redis's counts.
+        self.wanted = 0
+        self.hits = 0
+
+    def live(self) -> bool:
+        return time.monotonic() < self.live_until
 
     def mark(self) -> Mark:
         return Mark(time.monotonic(), self.drops)
@@ -58,8 +63,14 @@ class LocalEntries:
         if now >= entry.until or now >= self.live_until:
             self._remove(key)
             return None
+        self.wanted += 1
         self.hits += 1
         return entry.representation
+
+    def count_shared(self, outcome: str) -> None:
+        """A request answered by another's lookup: counted as that lookup turned out."""
+        self.wanted += 1
+        self.hits += outcome in ("hit", "local")
 
     def put(self, key: str, representation: Representation, names: Iterable[str], mark: Mark, ttl: float) -> None:
         """Kept for ``ttl`` from ``mark`` (what Redis had left of the entry's time), unless an invalidation

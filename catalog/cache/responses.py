@@ -14,7 +14,7 @@ import orjson
 from sanic import Request
 
 from catalog.cache.backends import Kept
-from catalog.cache.local import LocalEntries
+from catalog.cache.local import LocalEntries, Mark
 from catalog.cache.resilient import ResilientCache
 from catalog.representation import Representation
 from config.settings import Settings
@@ -33,6 +33,15 @@ class Produced:
     checks: Mapping[str, str] | None = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Asking:
+    """A lookup under way, for the requests of the same key that come meanwhile: its answer is theirs while
+    this worker has processed no invalidation since it began (``drops``, as in ``Mark``)."""
+
+    drops: int
+    answer: asyncio.Future[tuple[Representation, str]]
+
+
 class ResponseCache:
     """Read-through cache of finished GET responses, one computation per missing entry across workers.
 
@@ -45,6 +54,7 @@ class ResponseCache:
         self.settings = settings
         self.local = local  # this worker's copies, asked before Redis
         self.productions: dict[str, asyncio.Future[Representation]] = {}
+        self.asking: dict[str, Asking] = {}  # lookups under way in this worker, by request
 
     async def serve(
         self,
@@ -60,30 +70,59 @@ class ResponseCache:
         # Links in a body name the scheme and host it was asked for: one client's must not reach another.
         base = f"{request.scheme}://{request.host}{key}"
         local = self.local if self.cache.available else None
-        if local is not None and (representation := local.get(base)) is not None:
+        if local is None:
+            representation, request.ctx.cache = await self._look_up(base, dependencies, produce, None)
+            return representation
+        if (representation := local.get(base)) is not None:
             request.ctx.cache = "local"
             return representation
-        mark = local.mark() if local is not None else None
+        mark = local.mark()
+        asking = self.asking.get(base)
+        if asking is not None and asking.drops == mark.drops and local.live():
+            # Another request of this worker is looking it up, and no write was announced since it began:
+            # its answer is this request's too. When a hot entry expires, hundreds of requests miss their
+            # copies at once; each looking up on its own took the Redis pool over, and those it turned away
+            # went to PostgreSQL.
+            representation, request.ctx.cache = await asyncio.shield(asking.answer)
+            local.count_shared(request.ctx.cache)
+            return representation
+        # A task of its own: a client that leaves does not cancel what the others wait for.
+        asking = self.asking[base] = Asking(mark.drops, asyncio.ensure_future(
+            self._look_up(base, dependencies, produce, mark)))
+        asking.answer.add_done_callback(partial(self._asked, base, asking))
+        representation, request.ctx.cache = await asyncio.shield(asking.answer)
+        return representation
+
+    def _asked(self, base: str, asking: Asking, answer: asyncio.Future[tuple[Representation, str]]) -> None:
+        if self.asking.get(base) is asking:
+            del self.asking[base]
+        if not answer.cancelled():
+            answer.exception()  # retrieved: its waiters have it, or have all gone
+
+    async def _look_up(
+        self, base: str, dependencies: Sequence[str], produce: Callable[[], Awaitable[Produced]], mark: Mark | None
+    ) -> tuple[Representation, str]:
+        """The response from Redis, or made; with what the cache did (``hit``, ``miss``, ``off``). A copy is
+        kept in this worker when ``mark`` is given (taken before the lookup)."""
+        local = self.local if mark is not None else None
         lookup = await self.cache.lookup(base, dependencies, "r")
         value, entry = lookup.value, lookup.key
         if value is None and entry is not None and not lookup.leader and entry not in self.productions:
             value = await self.cache.wait_for_fill(entry)
         if value is not None:
-            request.ctx.cache = "hit"
             representation = Representation.decode(value)
-            if mark is not None and lookup.value is not None:
+            if local is not None and lookup.value is not None:
                 local.put(base, representation, [*dependencies, *lookup.checks], mark, lookup.ttl_s)
-            return representation
-        request.ctx.cache = "miss" if entry is not None else "off"
+            return representation, "hit"
         if entry is None:
-            return await self._produce(None, produce)
+            return await self._produce(None, produce), "off"
         production = self.productions.get(entry)
         if production is None:
-            # A task of its own: a client that leaves does not cancel what the others wait for.
-            keep = partial(local.put, base, mark=mark, ttl=self.settings.entry_ttl) if mark is not None else None
+            # A task of its own, as above: the requests of other keys sharing this entry wait for it too.
+            keep = partial(local.put, base, mark=mark, ttl=self.settings.entry_ttl) if local is not None else None
             production = self.productions[entry] = asyncio.ensure_future(self._produce(entry, produce, keep, dependencies))
             production.add_done_callback(partial(self._production_done, entry))
-        return await asyncio.shield(production)
+        return await asyncio.shield(production), "miss"
 
     def _production_done(self, entry: str, production: asyncio.Future[Representation]) -> None:
         del self.productions[entry]

@@ -177,6 +177,67 @@ def test_misses_in_one_worker_share_one_computation_when_another_worker_holds_th
     assert client.app.ctx.caches.responses.productions == {}
 
 
+class CountedLookups:
+    """The app's real Redis lookups, counted, and held at a gate until a test opens it."""
+
+    def __init__(self, store) -> None:
+        self.store, self.real, self.calls, self.gate = store, store.lookup, 0, asyncio.Event()
+        self.gate.set()
+
+    async def lookup(self, *args):
+        self.calls += 1
+        await self.gate.wait()
+        return await self.real(*args)
+
+    def __enter__(self) -> CountedLookups:
+        self.store.lookup = self.lookup
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        del self.store.lookup  # the instance attribute: the method shows again
+
+
+def test_concurrent_requests_for_one_url_share_one_redis_lookup(client, catalog: Database) -> None:
+    """A hot entry's copies expire in every worker at once: the requests that then miss their copy share one
+    lookup, instead of queueing hundreds for the worker's Redis connections."""
+    base = f"http://{client.host}:{client.port}"
+    responses_cache = client.app.ctx.caches.responses
+
+    async def burst() -> list:
+        return await asyncio.gather(*(client._session.get(f"{base}/products/batch?ids=5,6,7") for _ in range(20)))
+
+    with CountedLookups(client.app.ctx.caches.store) as lookups:
+        responses = catalog.run(burst())
+    assert {response.status_code for response in responses} == {200}
+    assert len({response.content for response in responses}) == 1
+    assert lookups.calls == 1 and sum(statements(response) for response in responses) == 2
+    assert responses_cache.asking == {}
+
+
+def test_a_request_after_an_invalidation_does_not_share_a_lookup_begun_before_it(client, catalog: Database) -> None:
+    """Redis may answer that lookup from before the write: a request that comes once the write has reached
+    this worker looks up on its own."""
+    url = f"http://{client.host}:{client.port}/products/batch?ids=5,6,7"
+    local = client.app.ctx.caches.responses.local
+
+    async def scenario(lookups: CountedLookups) -> tuple[int, list]:
+        lookups.gate.clear()
+        before = asyncio.ensure_future(client._session.get(url))
+        while lookups.calls < 1:
+            await asyncio.sleep(0.005)
+        local.drop(["p6"])  # as the worker's listener does when a write announces the bump of p6
+        after = asyncio.ensure_future(client._session.get(url))
+        await asyncio.sleep(0.05)
+        calls = lookups.calls
+        lookups.gate.set()
+        return calls, await asyncio.gather(before, after)
+
+    with CountedLookups(client.app.ctx.caches.store) as lookups:
+        calls, responses = catalog.run(scenario(lookups))
+    assert calls == 2
+    assert [response.status_code for response in responses] == [200, 200]
+
+
 def state(is_active: bool, category_id: int | None, price: float = 9.5, name: str = "Kettle") -> ProductState:
     return ProductState(is_active, category_id, price, name)
 
