@@ -11,11 +11,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 
 LOG_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
 
 
-class OneLineFormatter(logging.Formatter):
+class Formatter(logging.Formatter):
+    """logging's formatter, with each second's date and time formatted once rather than once a line."""
+
+    def __init__(self, fmt: str) -> None:
+        super().__init__(fmt)
+        self.second: int | None = None
+        self.second_text = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 (logging's name)
+        second = int(record.created)
+        if second != self.second:
+            self.second, self.second_text = second, time.strftime(self.default_time_format, self.converter(second))
+        return self.default_msec_format % (self.second_text, record.msecs)
+
+
+class OneLineFormatter(Formatter):
     """For libraries that log expected failures (PostgreSQL down) with a traceback: the error on one line."""
 
     def formatException(self, exc_info) -> str:  # noqa: N802 (logging's name)
@@ -63,7 +79,7 @@ def configure_logging() -> None:
     level = os.environ.get("LOG_LEVEL", "INFO").upper()
     logging.logThreads = logging.logMultiprocessing = False
     logging._srcfile = None  # noqa: SLF001 (documented: no caller lookup per record)
-    for name, formatter in (("catalog", logging.Formatter(LOG_FORMAT)), ("asyncpg", OneLineFormatter(LOG_FORMAT))):
+    for name, formatter in (("catalog", Formatter(LOG_FORMAT)), ("asyncpg", OneLineFormatter(LOG_FORMAT))):
         logger = logging.getLogger(name)
         if not logger.handlers:
             handler = TurnBatchingHandler()
