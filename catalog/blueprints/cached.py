@@ -33,14 +33,39 @@ class Entry(Generic[T]):
 
 Handler = Callable[[Request, T], Awaitable[Produced]]
 
+# How many parsed requests each route keeps.
+PARSED_KEPT = 4096
+
+
+class ParsedRequests(Generic[T]):
+    """A route's parsed requests by the URL they were asked with: most requests repeat a URL the worker has
+    seen, and parsing one (validation, its cache key, what it depends on) was a twentieth of a cached hit.
+    Parsing reads only the URL, so the same URL parses the same; one that fails (a 4xx) is not kept, and
+    fails again each time. The oldest go first past ``limit``."""
+
+    def __init__(self, parse: Callable[..., Entry[T]], limit: int = PARSED_KEPT) -> None:
+        self.parse = parse
+        self.limit = limit
+        self.kept: dict[bytes, Entry[T]] = {}
+
+    def get(self, request: Request, path: dict[str, str]) -> Entry[T]:
+        parsed = self.kept.get(request.raw_url)
+        if parsed is None:
+            parsed = self.kept[request.raw_url] = self.parse(request, **path)
+            if len(self.kept) > self.limit:
+                del self.kept[next(iter(self.kept))]
+        return parsed
+
 
 def cached(entry: Callable[..., Entry[T]]) -> Callable[[Handler[T]], Callable[..., Awaitable[HTTPResponse]]]:
     """``entry(request, **path_parameters)`` parses the request (a 4xx raised here costs no cache call)."""
 
     def decorate(handler: Handler[T]) -> Callable[..., Awaitable[HTTPResponse]]:
+        parsed_requests = ParsedRequests(entry)
+
         @wraps(handler)
         async def route(request: Request, **path: str) -> HTTPResponse:
-            parsed = entry(request, **path)
+            parsed = parsed_requests.get(request, path)
             representation = await request.app.ctx.caches.responses.serve(
                 request, parsed.key, parsed.dependencies, partial(handler, request, parsed.value)
             )
