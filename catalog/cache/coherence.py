@@ -10,12 +10,16 @@
   before the PING has been read, and what it concerns dropped.
 - So a worker that does not confirm in time (busy, or cut off) serves nothing it held from before the write
   later than ``LIVE_S`` after it: the writer waits that long after its bumps instead. Slower, never stale.
+- The listener runs in a thread of its own, with its own event loop and connections: under load a worker's
+  loop takes tens of milliseconds a turn, and a heartbeat that needed a dozen turns missed ``LIVE_S``; the
+  worker then stopped serving its copies just when it was busiest. The thread waits only for the GIL.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -107,12 +111,30 @@ class Coherence:
         self.hit_counts = f"{prefix}:stats:r"
         self._announce = client.register_script(ANNOUNCE)
         self._heartbeat = subscriber.register_script(HEARTBEAT)
+        self._thread: threading.Thread | None = None
+        self._main_loop: asyncio.AbstractEventLoop | None = None  # the worker's, where writers wait
+        self._listener_loop: asyncio.AbstractEventLoop | None = None
         self._listener: asyncio.Task | None = None
+        self._listening = threading.Event()  # the listener's loop and task are set
         self.failing = False
 
     def start(self) -> None:
+        """With local entries, the listener starts in its thread (``subscriber`` is used only there)."""
         if self.entries is not None:
-            self._listener = asyncio.create_task(self._listen_forever())
+            self._main_loop = asyncio.get_running_loop()
+            self._thread = threading.Thread(target=asyncio.run, args=(self._listen_in_thread(),),
+                                            name="catalog-cache-listener", daemon=True)
+            self._thread.start()
+
+    async def _listen_in_thread(self) -> None:
+        self._listener_loop, self._listener = asyncio.get_running_loop(), asyncio.current_task()
+        self._listening.set()
+        try:
+            await self._listen_forever()
+        except asyncio.CancelledError:
+            pass
+        finally:
+            await self.subscriber.aclose()
 
     async def announce(self, pipe: redis.client.Pipeline, names: Sequence[str]) -> str:
         """Queued on the write's pipeline after its bumps, whose result is how many must confirm: the
@@ -120,7 +142,7 @@ class Coherence:
         self.announcements += 1
         announcement = f"{self.worker}.{self.announcements}"
         # With a listener of its own, the confirmations come to its channel, counted as they arrive.
-        reply_to = self.worker if self._listener is not None else NO_LISTENER
+        reply_to = self.worker if self._thread is not None else NO_LISTENER
         if reply_to != NO_LISTENER:
             self.waiting[announcement] = Waiter()
         await self._announce(keys=[self.registry], client=pipe,
@@ -175,6 +197,13 @@ class Coherence:
         """An announcement whose pipeline failed: nothing to wait for."""
         self.waiting.pop(announcement, None)
 
+    def _confirm_in_main_loop(self, announcement: str) -> None:
+        """From the listener's thread: the writers' waiters belong to the worker's loop."""
+        try:
+            self._main_loop.call_soon_threadsafe(self._confirmed, announcement)
+        except RuntimeError:  # the worker's loop has closed: no writer is waiting
+            pass
+
     def _confirmed(self, announcement: str) -> None:
         waiter = self.waiting.get(announcement)
         if waiter is None:
@@ -206,10 +235,8 @@ class Coherence:
                 began = time.monotonic()
                 await pubsub.ping(str(beat))
                 await self._read(pubsub, entries, began + LIVE_S, pong=str(beat).encode())
-                counts = [entries.wanted, entries.hits]
-                entries.wanted = entries.hits = 0
                 await self._heartbeat(keys=[self.registry, self.hit_counts],
-                                      args=[self.worker, int(REGISTERED_S * 1000), STATS_TTL_S, *counts])
+                                      args=[self.worker, int(REGISTERED_S * 1000), STATS_TTL_S, *entries.take_counts()])
                 entries.live_until = began + LIVE_S
                 if self.failing:
                     logger.info("local cache on again")
@@ -230,7 +257,7 @@ class Coherence:
                     break
                 continue
             if message["type"] == "message" and message["channel"] != self.channel.encode():
-                self._confirmed(message["data"].decode())
+                self._confirm_in_main_loop(message["data"].decode())
             elif message["type"] == "message":
                 announcement, reply_to, *names = message["data"].decode().split(" ")
                 entries.drop(names)
@@ -246,12 +273,21 @@ class Coherence:
         if pong is not None:
             raise asyncio.TimeoutError("no answer on Redis's channel")
 
-    async def close(self) -> None:
-        if self._listener is None:
-            return
-        self._listener.cancel()
+    def stop_listening(self) -> None:
+        """The listener stops (its thread ends); the worker stays registered until ``close``."""
         try:
-            await self.subscriber.zrem(self.registry, self.worker)  # writers need not wait for this worker
+            self._listener_loop.call_soon_threadsafe(self._listener.cancel)
+        except RuntimeError:  # its loop has already closed
+            pass
+
+    async def close(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        await asyncio.to_thread(self._listening.wait, CHANNEL_TIMEOUT_S)
+        self.stop_listening()
+        await asyncio.to_thread(thread.join, CHANNEL_TIMEOUT_S)
+        try:
+            await self.client.zrem(self.registry, self.worker)  # writers need not wait for this worker
         except FAILURES:
             pass
-        await self.subscriber.aclose()

@@ -148,7 +148,7 @@ def test_a_worker_that_does_not_confirm_makes_the_write_wait_until_it_serves_not
     async def scenario() -> tuple[float, bool, bool]:
         async with workers(settings, 2) as (writer, deaf):
             fill(deaf)
-            deaf.coherence._listener.cancel()
+            deaf.coherence.stop_listening()
             started = time.monotonic()
             await writer.backend.product_written(["all", "p1"], {}, None)
             await writer.backend.writes_seen()
