@@ -57,7 +57,12 @@ class ResilientCache:
 
     @property
     def available(self) -> bool:
-        return self.unconfirmed_writes.value == 0 and time.monotonic() >= self.open_until
+        return self.writes_confirmed and time.monotonic() >= self.open_until
+
+    @property
+    def writes_confirmed(self) -> bool:
+        """No write on this host failed to invalidate what it changed: what Redis or a worker kept holds."""
+        return self.unconfirmed_writes.value == 0
 
     def _failed(self, error: BaseException, *, at_once: bool = False) -> None:
         """Open the breaker after BREAKER_FAILURES failures in a row (a busy event loop may make one call

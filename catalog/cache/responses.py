@@ -69,7 +69,8 @@ class ResponseCache:
             return await self._produce(None, produce)
         # Links in a body name the scheme and host it was asked for: one client's must not reach another.
         base = f"{request.scheme}://{request.host}{key}"
-        local = self.local if self.cache.available else None
+        # Copies stay in use while Redis is skipped after timeouts: the listener vouches for them on its own.
+        local = self.local if self.cache.writes_confirmed else None
         if local is None:
             representation, request.ctx.cache = await self._look_up(base, dependencies, produce, None)
             return representation
