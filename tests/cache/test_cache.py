@@ -18,7 +18,7 @@ from catalog.cache.invalidation import list_dependencies, product_write_effects
 from catalog.cache.resilient import ResilientCache
 from catalog.domain import Ordering, ProductFilter, ProductState
 from tests.conftest import Database, StatementCapture, free_port
-from tests.helpers import cache_state, statements
+from tests.helpers import LOCAL_HIT, cache_layer, cache_state, statements
 
 
 @pytest.fixture
@@ -175,6 +175,26 @@ def test_misses_in_one_worker_share_one_computation_when_another_worker_holds_th
     assert len({response.content for response in responses}) == 1
     assert sum(statements(response) for response in responses) == 2
     assert client.app.ctx.caches.responses.productions == {}
+
+
+def test_copies_serve_while_the_breaker_skips_redis_but_not_after_an_unconfirmed_write(client, catalog: Database) -> None:
+    """Timeouts open the breaker, but the worker's listener still vouches for its copies; a write that could
+    not reach Redis leaves them possibly stale, so then they are not used."""
+    store = client.app.ctx.caches.store
+    client.get("/products/3")
+    _, copied = client.get("/products/3")
+    assert cache_layer(copied) == LOCAL_HIT
+    try:
+        store.open_until = time.monotonic() + 60
+        _, while_open = client.get("/products/3")
+        assert (cache_layer(while_open), statements(while_open)) == (LOCAL_HIT, 0)
+        store.unconfirmed_writes.value += 1
+        _, unconfirmed = client.get("/products/3")
+        assert cache_layer(unconfirmed) == "off" and statements(unconfirmed) > 0
+    finally:
+        store.unconfirmed_writes.value = 0
+        store.open_until = 0.0
+    assert unconfirmed.body == copied.body
 
 
 class CountedLookups:

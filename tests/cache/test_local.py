@@ -161,6 +161,31 @@ def test_a_worker_that_does_not_confirm_makes_the_write_wait_until_it_serves_not
     assert not still_serving and p1_gone
 
 
+def test_a_worker_whose_loop_stands_still_still_proves_its_channel(settings: Settings) -> None:
+    """The listener has a thread of its own: a worker busy for longer than LIVE_S between two turns of its
+    loop keeps its copies (the listener went on proving the channel), and the write that was waiting for
+    that loop reaches them as soon as it runs."""
+
+    async def scenario() -> tuple[bool, bool, float]:
+        async with workers(settings, 2) as (busy, writer):
+            fill(busy)
+
+            async def write() -> None:  # one task, as a request: its announcements are waited for in it
+                await writer.backend.product_written(["all", "p1"], {}, None)
+                await writer.backend.writes_seen()
+
+            writing = asyncio.ensure_future(write())
+            time.sleep(LIVE_S + 0.5)  # the whole loop stands still, as under a long burst of requests
+            live_after = busy.entries.live()
+            started = time.monotonic()
+            await writing
+            return live_after, busy.entries.get("/products/1") is None, time.monotonic() - started
+
+    live_after, p1_gone, write_took = asyncio.run(scenario())
+    assert live_after and p1_gone
+    assert write_took < LIVE_S / 2, write_took
+
+
 def test_a_lost_channel_drops_everything_and_the_worker_serves_again_once_back(settings: Settings) -> None:
     async def scenario() -> tuple[bool, bool, float]:
         async with workers(settings, 1) as (worker,):
