@@ -18,6 +18,7 @@ from sanic_ext.extensions.http.extension import HTTPExtension
 from sanic_ext.extensions.openapi.extension import OpenAPIExtension
 
 from catalog import blueprints, contract
+from catalog.blueprints.cached import ParsedRequests
 from catalog.cache import SharedState, open_caches, react_to_product_writes
 from catalog.db import (
     RESERVED_FOR_OTHERS,
@@ -59,6 +60,7 @@ def create_app(*, settings: Settings | None = None) -> Sanic:
     )
     app.ctx.settings = settings
     app.ctx.cursor_secret = settings.secret_key.encode()
+    app.ctx.parsed_requests = ParsedRequests()
     # CORS, automatic OPTIONS/HEAD and the OpenAPI document; not dependency injection, which the routes do not
     # use and which would cost every request a signal of its own.
     Extend(app, extensions=[HTTPExtension, OpenAPIExtension], built_in_extensions=False)

@@ -1,5 +1,5 @@
-"""Each cached route keeps the requests it parsed by URL (catalog.blueprints.cached.ParsedRequests): a URL
-parses once, a bad one fails every time, and the kept ones are bounded."""
+"""The app keeps the requests its cached routes parsed, by route and URL (catalog.blueprints.cached.
+ParsedRequests): a URL parses once, a bad one fails every time, and the kept ones are bounded."""
 
 from __future__ import annotations
 
@@ -28,30 +28,32 @@ def asked(url: str) -> SimpleNamespace:
     return SimpleNamespace(raw_url=url.encode())
 
 
-def test_a_url_is_parsed_once_and_each_spelling_on_its_own() -> None:
-    parse = CountingParser()
-    parsed = ParsedRequests(parse)
-    first = parsed.get(asked("/products?page=2&sort=price"), {})
-    assert parsed.get(asked("/products?page=2&sort=price"), {}) is first
-    parsed.get(asked("/products?sort=price&page=2"), {})
+def test_a_url_is_parsed_once_and_each_spelling_and_route_on_its_own() -> None:
+    parse, other_route = CountingParser(), CountingParser()
+    parsed = ParsedRequests()
+    first = parsed.get(asked("/products?page=2&sort=price"), parse, {})
+    assert parsed.get(asked("/products?page=2&sort=price"), parse, {}) is first
+    parsed.get(asked("/products?sort=price&page=2"), parse, {})
+    parsed.get(asked("/products?page=2&sort=price"), other_route, {})
     assert parse.calls == [b"/products?page=2&sort=price", b"/products?sort=price&page=2"]
+    assert other_route.calls == [b"/products?page=2&sort=price"]
 
 
 def test_a_url_that_fails_to_parse_fails_every_time() -> None:
     parse = CountingParser()
-    parsed = ParsedRequests(parse)
+    parsed = ParsedRequests()
     for _ in range(2):
         with pytest.raises(RequestValidationError):
-            parsed.get(asked("/products?page=bad"), {})
+            parsed.get(asked("/products?page=bad"), parse, {})
     assert len(parse.calls) == 2 and not parsed.kept
 
 
 def test_the_oldest_parsed_requests_go_first_past_the_limit() -> None:
     parse = CountingParser()
-    parsed = ParsedRequests(parse, limit=3)
+    parsed = ParsedRequests(limit=3)
     for n in range(5):
-        parsed.get(asked(f"/products/{n}"), {"product_id": str(n)})
-    assert list(parsed.kept) == [b"/products/2", b"/products/3", b"/products/4"]
+        parsed.get(asked(f"/products/{n}"), parse, {"product_id": str(n)})
+    assert [url for _, url in parsed.kept] == [b"/products/2", b"/products/3", b"/products/4"]
 
 
 def test_the_service_answers_a_repeated_bad_request_with_the_same_422(client, db: Database) -> None:

@@ -33,25 +33,25 @@ class Entry(Generic[T]):
 
 Handler = Callable[[Request, T], Awaitable[Produced]]
 
-# How many parsed requests each route keeps.
+# How many parsed requests an app keeps, all routes together (a list request's takes about a kilobyte).
 PARSED_KEPT = 4096
 
 
-class ParsedRequests(Generic[T]):
-    """A route's parsed requests by the URL they were asked with: most requests repeat a URL the worker has
-    seen, and parsing one (validation, its cache key, what it depends on) was a twentieth of a cached hit.
-    Parsing reads only the URL, so the same URL parses the same; one that fails (a 4xx) is not kept, and
-    fails again each time. The oldest go first past ``limit``."""
+class ParsedRequests:
+    """An app's parsed requests by route and by the URL they were asked with: most requests repeat a URL the
+    worker has seen, and parsing one (validation, its cache key, what it depends on) was a twentieth of a
+    cached hit. Parsing reads only the URL and the app (its cursor secret), so the same URL parses the same;
+    one that fails (a 4xx) is not kept, and fails again each time. The oldest go first past ``limit``."""
 
-    def __init__(self, parse: Callable[..., Entry[T]], limit: int = PARSED_KEPT) -> None:
-        self.parse = parse
+    def __init__(self, limit: int = PARSED_KEPT) -> None:
         self.limit = limit
-        self.kept: dict[bytes, Entry[T]] = {}
+        self.kept: dict[tuple[Callable[..., Entry], bytes], Entry] = {}
 
-    def get(self, request: Request, path: dict[str, str]) -> Entry[T]:
-        parsed = self.kept.get(request.raw_url)
+    def get(self, request: Request, parse: Callable[..., Entry[T]], path: dict[str, str]) -> Entry[T]:
+        key = (parse, request.raw_url)
+        parsed = self.kept.get(key)
         if parsed is None:
-            parsed = self.kept[request.raw_url] = self.parse(request, **path)
+            parsed = self.kept[key] = parse(request, **path)
             if len(self.kept) > self.limit:
                 del self.kept[next(iter(self.kept))]
         return parsed
@@ -61,11 +61,9 @@ def cached(entry: Callable[..., Entry[T]]) -> Callable[[Handler[T]], Callable[..
     """``entry(request, **path_parameters)`` parses the request (a 4xx raised here costs no cache call)."""
 
     def decorate(handler: Handler[T]) -> Callable[..., Awaitable[HTTPResponse]]:
-        parsed_requests = ParsedRequests(entry)
-
         @wraps(handler)
         async def route(request: Request, **path: str) -> HTTPResponse:
-            parsed = parsed_requests.get(request, path)
+            parsed = request.app.ctx.parsed_requests.get(request, entry, path)
             representation = await request.app.ctx.caches.responses.serve(
                 request, parsed.key, parsed.dependencies, partial(handler, request, parsed.value)
             )
