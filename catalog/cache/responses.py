@@ -90,15 +90,17 @@ class ResponseCache:
         # A task of its own: a client that leaves does not cancel what the others wait for.
         asking = self.asking[base] = Asking(mark.drops, asyncio.ensure_future(
             self._look_up(base, dependencies, produce, mark)))
-        asking.answer.add_done_callback(partial(self._asked, base, asking))
+        asking.answer.add_done_callback(partial(self._finished, self.asking, base, asking))
         representation, request.ctx.cache = await asyncio.shield(asking.answer)
         return representation
 
-    def _asked(self, base: str, asking: Asking, answer: asyncio.Future[tuple[Representation, str]]) -> None:
-        if self.asking.get(base) is asking:
-            del self.asking[base]
-        if not answer.cancelled():
-            answer.exception()  # retrieved: its waiters have it, or have all gone
+    @staticmethod
+    def _finished(under_way: dict[str, Any], key: str, held: object, done: asyncio.Future) -> None:
+        """A lookup or production is done: it leaves ``under_way`` (unless another took its place)."""
+        if under_way.get(key) is held:
+            del under_way[key]
+        if not done.cancelled():
+            done.exception()  # retrieved: its waiters have it, or have all gone
 
     async def _look_up(
         self, base: str, dependencies: Sequence[str], produce: Callable[[], Awaitable[Produced]], mark: Mark | None
@@ -122,13 +124,8 @@ class ResponseCache:
             # A task of its own, as above: the requests of other keys sharing this entry wait for it too.
             keep = partial(local.put, base, mark=mark, ttl=self.settings.entry_ttl) if local is not None else None
             production = self.productions[entry] = asyncio.ensure_future(self._produce(entry, produce, keep, dependencies))
-            production.add_done_callback(partial(self._production_done, entry))
+            production.add_done_callback(partial(self._finished, self.productions, entry, production))
         return await asyncio.shield(production), "miss"
-
-    def _production_done(self, entry: str, production: asyncio.Future[Representation]) -> None:
-        del self.productions[entry]
-        if not production.cancelled():
-            production.exception()  # retrieved: its waiters have it, or have all gone
 
     async def _produce(self, entry: str | None, produce: Callable[[], Awaitable[Produced]],
                        keep_locally: Callable[..., None] | None = None, dependencies: Sequence[str] = ()) -> Representation:
