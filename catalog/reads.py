@@ -53,7 +53,7 @@ class ProductsJSON:
 async def product_fragments(caches: Caches, ids: list[int], parts: frozenset[str]) -> ProductsJSON:
     """The placement and JSON of each existing product of ``ids``: cached fragments, the missing ones loaded
     and serialised once, then kept for the next page, batch or product that shows them."""
-    fragments = await caches.fragments.get(ids, parts, lambda missing: _build(missing, parts))
+    fragments = await caches.fragments.get(ids, parts, _build)
     found = {product_id: fragment.partition(b"\n")[::2] for product_id, fragment in fragments.found.items()}
     return ProductsJSON(found, fragments.generations)
 
