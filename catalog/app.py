@@ -31,6 +31,7 @@ from catalog.db import (
 from catalog.errors import JSONErrorHandler
 from catalog.http import setup_http
 from catalog.logs import configure_logging
+from catalog.process import deepen_listen_backlog, stop_cleanly
 from catalog.replicas import close_replicas, open_replicas, start_request
 from config.database import masked_url
 from config.settings import Settings
@@ -112,22 +113,7 @@ def create_app(*, settings: Settings | None = None) -> Sanic:
             cache_logger.warning("Redis over TLS without verifying its certificate (REDIS_SSL_CERT_REQS=none)")
 
     deepen_listen_backlog(app, settings.listen_backlog)
-
-    @app.main_process_ready
-    async def stop_listening_when_shutting_down(app: Sanic) -> None:
-        """Sanic's main process keeps its copy of the listening socket while the workers drain, so a new
-        connection would wait unanswered until the process exits; close it as the shutdown begins (each
-        worker closes its own), and new connections are refused at once."""
-        shutdown = app.manager.shutdown
-
-        def shutdown_and_stop_listening() -> None:
-            for server_info in app.state.server_info:
-                listening = server_info.settings.get("sock")
-                if listening is not None:
-                    listening.close()
-            shutdown()
-
-        app.manager.shutdown = shutdown_and_stop_listening
+    stop_cleanly(app)
 
     @app.before_server_start
     async def connect(app: Sanic) -> None:
@@ -161,12 +147,3 @@ def create_app(*, settings: Settings | None = None) -> Sanic:
 
     return app
 
-
-def deepen_listen_backlog(app: Sanic, backlog: int) -> None:
-    """The backlog each worker's server listens with, set before the workers start (they take their server
-    settings from the main process)."""
-
-    @app.main_process_start
-    async def listen_deeper(app: Sanic) -> None:
-        for server_info in app.state.server_info:
-            server_info.settings["backlog"] = backlog

@@ -1,0 +1,64 @@
+"""Sanic's main process: how deep its workers listen, and how it stops on SIGTERM (a platform's stop) or
+SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from types import FrameType
+
+from sanic import Sanic
+
+logger = logging.getLogger("sanic.root")
+
+
+def deepen_listen_backlog(app: Sanic, backlog: int) -> None:
+    """The backlog each worker's server listens with, set before the workers start (they take their server
+    settings from the main process)."""
+
+    @app.main_process_start
+    async def listen_deeper(app: Sanic) -> None:
+        for server_info in app.state.server_info:
+            server_info.settings["backlog"] = backlog
+
+
+def stop_cleanly(app: Sanic) -> None:
+    """On the first signal: stop listening at once, and stop the workers from the manager's own loop.
+
+    Sanic's manager stops the workers inside its signal handler, which writes their state to the shared
+    worker-state dict; a signal that lands while the manager's loop is itself talking to that dict garbles
+    the exchange (seen here: a TypeError and exit code 1, or a manager that never exits). Here the handler
+    only closes the listening sockets and wakes the loop, which then stops the workers and joins them. A
+    second signal while stopping kills, as Sanic's does.
+    """
+
+    @app.main_process_ready
+    async def handle_stop_signals(app: Sanic) -> None:
+        manager = app.manager
+        asked = False
+
+        def on_signal(number: int, frame: FrameType | None) -> None:
+            nonlocal asked
+            if asked:
+                manager.shutdown_signal(number, frame)  # Sanic's: kills when already stopping
+                return
+            asked = True
+            # The main process's copy of the listening socket: closed, new connections are refused at once
+            # rather than waiting unanswered while the workers drain (each worker closes its own).
+            for server_info in app.state.server_info:
+                listening = server_info.settings.get("sock")
+                if listening is not None:
+                    listening.close()
+            logger.info("Received signal %s. Shutting down.", signal.Signals(number).name)
+            manager.monitor_publisher.send(None)  # the monitor loop ends at its next poll
+
+        join = manager.join
+
+        def stop_then_join() -> None:
+            if asked and not manager._shutting_down:
+                manager.shutdown()
+            join()
+
+        manager.join = stop_then_join
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
