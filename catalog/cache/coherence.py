@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import redis.asyncio as redis
 
 from catalog.cache.local import EVERYTHING, LocalEntries
-from catalog.cache.pool import PoolBusy
+from catalog.cache.pool import REDIS_FAILURES
 from config.settings import Settings
 
 logger = logging.getLogger("catalog.cache")
@@ -43,7 +43,6 @@ RECONNECT_S = 0.5
 CHANNEL_TIMEOUT_S = 2 * LIVE_S  # a call on the listener's connections that hangs longer: the connection is lost
 CONFIRM_POLL_S = 0.001  # doubling up to CONFIRM_POLL_MAX_S
 CONFIRM_POLL_MAX_S = 0.016
-FAILURES = (redis.RedisError, OSError, asyncio.TimeoutError, PoolBusy)
 CONFIRMATION_TTL_MS = 10_000
 STATS_TTL_S = 86_400
 
@@ -191,7 +190,7 @@ class Coherence:
             while (confirmed := await self.client.llen(key)) < expected and time.monotonic() + pause < deadline:
                 await asyncio.sleep(pause)
                 pause = min(2 * pause, CONFIRM_POLL_MAX_S)
-        except FAILURES:
+        except REDIS_FAILURES:
             pass
         return confirmed
 
@@ -219,7 +218,7 @@ class Coherence:
         while True:
             try:
                 await self._listen(self.entries)
-            except FAILURES as error:
+            except REDIS_FAILURES as error:
                 self.entries.live_until = 0.0
                 self.entries.drop([EVERYTHING])  # what was announced while away is unknown
                 if not self.failing:
@@ -291,5 +290,5 @@ class Coherence:
         await asyncio.to_thread(thread.join, CHANNEL_TIMEOUT_S)
         try:
             await self.client.zrem(self.registry, self.worker)  # writers need not wait for this worker
-        except FAILURES:
+        except REDIS_FAILURES:
             pass

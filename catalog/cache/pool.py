@@ -16,6 +16,11 @@ class PoolBusy(Exception):
     """Every Redis connection of this worker stayed in use for POOL_WAIT_S: the worker is busy, not Redis."""
 
 
+# What a call to Redis raises when Redis is down, slow or out of reach. RuntimeError: uvloop's, for a write on
+# a transport that Redis has closed, which redis-py passes on as it is (seen when Redis is killed).
+REDIS_FAILURES = (redis.RedisError, OSError, asyncio.TimeoutError, PoolBusy, RuntimeError)
+
+
 class WaitingConnectionPool(redis.BlockingConnectionPool):
     """redis-py's blocking pool, whose wait that ran out is told apart from Redis failing."""
 

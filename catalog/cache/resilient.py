@@ -15,10 +15,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any, TypeVar
 
-from redis.exceptions import RedisError
-
 from catalog.cache.backends import Backend, CountRead, Kept, Lookup, Peek
-from catalog.cache.pool import PoolBusy
+from catalog.cache.pool import REDIS_FAILURES, PoolBusy
 from catalog.stats import current_stats
 from config.settings import Settings
 
@@ -30,7 +28,6 @@ BREAKER_FAILURES = 3
 # How often a worker that owes an epoch bump tries Redis again (the other workers wait on it).
 EPOCH_RETRY_S = 0.05
 
-REDIS_FAILURES = (RedisError, OSError, asyncio.TimeoutError, PoolBusy)
 
 T = TypeVar("T")
 
