@@ -386,6 +386,20 @@ def test_breaker_skips_a_failing_backend_then_tries_again(settings) -> None:
     assert asyncio.run(scenario()) == [1, 2, 3, 3, 3, 3, 4]
 
 
+def test_a_write_on_a_transport_redis_closed_is_a_redis_failure_not_an_error(settings) -> None:
+    """uvloop raises RuntimeError for it, and redis-py passes that on: the request is served without the cache."""
+
+    class Closed:
+        async def lookup(self, base, dependencies, kind):
+            raise RuntimeError("unable to perform operation on <TCPTransport closed=True>; the handler is closed")
+
+    async def scenario() -> tuple[object, int]:
+        cache = ResilientCache(Closed(), settings, "test", Value("q", 0))
+        return (await cache.lookup("k", [], "r")).key, cache.failures_in_a_row
+
+    assert asyncio.run(scenario()) == (None, 1)
+
+
 def test_waiters_for_one_entry_share_one_poll(settings) -> None:
     class Filling:
         peeks = 0

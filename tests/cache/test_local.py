@@ -204,3 +204,34 @@ def test_a_lost_channel_drops_everything_and_the_worker_serves_again_once_back(s
 
     dropped, serving_again, back_after = asyncio.run(scenario())
     assert dropped and serving_again and back_after < 3, back_after
+
+
+def test_a_listener_whose_connection_fails_inside_uvloop_keeps_listening(settings: Settings) -> None:
+    """redis-py passes on uvloop's RuntimeError when it writes on a transport Redis has closed (seen with Redis
+    killed): the listener counts it as the channel failing, and comes back, rather than its thread dying."""
+
+    async def scenario() -> tuple[bool, bool]:
+        client = redis_asyncio.from_url(settings.redis_url)
+        entries = LocalEntries(1 << 20)
+        coherence = Coherence(client, redis_asyncio.from_url(settings.redis_url), entries, settings)
+        listen, failures = coherence._listen, []
+
+        async def failing_once(listened: LocalEntries) -> None:
+            if not failures:
+                failures.append(1)
+                raise RuntimeError("unable to perform operation on <TCPTransport closed=True>; the handler is closed")
+            await listen(listened)
+
+        coherence._listen = failing_once
+        coherence.start()
+        backend = RedisBackend(client, settings, coherence)
+        try:
+            deadline = time.monotonic() + 5
+            while entries.live_until <= time.monotonic() and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            return bool(failures), entries.live_until > time.monotonic()
+        finally:
+            await backend.close()
+
+    failed, live_again = asyncio.run(scenario())
+    assert failed and live_again
