@@ -29,7 +29,7 @@ def stop_cleanly(app: Sanic) -> None:
     worker-state dict; a signal that lands while the manager's loop is itself talking to that dict garbles
     the exchange (seen here: a TypeError and exit code 1, or a manager that never exits). Here the handler
     only closes the listening sockets and wakes the loop, which then stops the workers and joins them. A
-    second signal while stopping kills, as Sanic's does.
+    second signal goes to Sanic's handler, which kills once the workers are being stopped.
     """
 
     @app.main_process_ready
@@ -40,7 +40,7 @@ def stop_cleanly(app: Sanic) -> None:
         def on_signal(number: int, frame: FrameType | None) -> None:
             nonlocal asked
             if asked:
-                manager.shutdown_signal(number, frame)  # Sanic's: kills when already stopping
+                manager.shutdown_signal(number, frame)
                 return
             asked = True
             # The main process's copy of the listening socket: closed, new connections are refused at once

@@ -11,7 +11,7 @@ breaker: Redis failing means misses.
 
 The requests of a worker that ask for fragments in the same turn of its event loop are served together: one
 read of the store, one load of the missing products, one write (``ProductFragments.get``). Under load most
-misses come in such bursts, and a product's share of a load of fifty costs a fifth of loading it alone.
+misses come in such bursts, and a product's share of a load of twenty costs a fifth of loading it alone.
 """
 
 from __future__ import annotations
