@@ -31,7 +31,7 @@ from catalog.db import (
 from catalog.errors import JSONErrorHandler
 from catalog.http import setup_http
 from catalog.logs import configure_logging
-from catalog.process import deepen_listen_backlog, stop_cleanly
+from catalog.process import accept_promptly, deepen_listen_backlog, stop_cleanly
 from catalog.replicas import close_replicas, open_replicas, start_request
 from config.database import masked_url
 from config.settings import Settings
@@ -112,6 +112,7 @@ def create_app(*, settings: Settings | None = None) -> Sanic:
         elif settings.redis_url.startswith("rediss://") and settings.redis_ssl_cert_reqs == "none":
             cache_logger.warning("Redis over TLS without verifying its certificate (REDIS_SSL_CERT_REQS=none)")
 
+    accept_promptly(app)
     deepen_listen_backlog(app, settings.listen_backlog)
     stop_cleanly(app)
 

@@ -17,7 +17,8 @@ class PoolBusy(Exception):
 
 
 # What a call to Redis raises when Redis is down, slow or out of reach. RuntimeError: uvloop's, for a write on
-# a transport that Redis has closed, which redis-py passes on as it is (seen when Redis is killed).
+# a transport that Redis has closed, which redis-py passes on as it is (seen when Redis was killed, before the
+# workers ran asyncio's loop: catalog.process); kept so that no event loop makes Redis failing a 500.
 REDIS_FAILURES = (redis.RedisError, OSError, asyncio.TimeoutError, PoolBusy, RuntimeError)
 
 
