@@ -6,7 +6,7 @@ import logging
 
 import asyncpg
 from sanic import HTTPResponse, Request
-from sanic.exceptions import SanicException
+from sanic.exceptions import RequestCancelled, SanicException
 from sanic.handlers import ErrorHandler
 from sanic.response import json
 
@@ -27,6 +27,8 @@ DATABASE_UNAVAILABLE = (
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections
 )
 RETRY_AFTER_SECONDS = "5"
+# nginx's status for a request whose client closed the connection first: logged, never sent.
+CLIENT_CLOSED_REQUEST = 499
 
 
 def database_unavailable(exception: BaseException) -> bool:
@@ -42,6 +44,8 @@ def database_unavailable(exception: BaseException) -> bool:
 
 class JSONErrorHandler(ErrorHandler):
     def default(self, request: Request, exception: Exception) -> HTTPResponse:
+        if isinstance(exception, RequestCancelled):  # not a server error, though Sanic would answer 500
+            return json({"detail": "Client closed the request"}, status=CLIENT_CLOSED_REQUEST)
         if isinstance(exception, RequestValidationError):
             return json({"detail": exception.errors}, status=422)
         if isinstance(exception, SanicException):

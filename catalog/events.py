@@ -8,12 +8,19 @@ and hosts learn of the write through what the handlers change in Redis.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import wraps
+from typing import Any
 
-from sanic import Sanic
+from sanic import HTTPResponse, Request, Sanic
 
 from catalog.domain import ProductState
+
+logger = logging.getLogger("catalog.events")
+Route = Callable[..., Awaitable[HTTPResponse]]
 
 # Around a product write, committed or not: counts computed meanwhile must not be kept.
 PRODUCT_WRITE_STARTED = "catalog.product.writing"
@@ -31,7 +38,42 @@ async def product_write(app: Sanic) -> AsyncIterator[None]:
         await app.dispatch(PRODUCT_WRITE_ENDED, inline=True)
 
 
-async def product_changed(app: Sanic, product_id: int, before: ProductState | None, after: ProductState | None) -> None:
+async def product_changed(
+    request: Request, product_id: int, before: ProductState | None, after: ProductState | None
+) -> None:
     """Inside ``product_write``, after the commit, before the response."""
+    request.ctx.write_committed = True  # from here on the write goes to its end (to_the_end)
     context = {"product_id": product_id, "before": before, "after": after}
-    await app.dispatch(PRODUCT_CHANGED, context=context, inline=True)
+    await request.app.dispatch(PRODUCT_CHANGED, context=context, inline=True)
+
+
+def to_the_end(route: Route) -> Route:
+    """A write route that goes on to its end when its request is cancelled, unless it can still stop cleanly.
+
+    Sanic cancels a request's task when its client closes the connection, and at RESPONSE_TIMEOUT (answering
+    503). A write cancelled between its commit and its ``PRODUCT_CHANGED`` handlers would leave every worker
+    serving what it changed until the cache's TTL. So the route runs in a task of its own, which the request
+    waits for; when the request is cancelled, that task goes on, except on a response timeout before the
+    commit: the write is rolled back then, as the 503 tells its client.
+    """
+
+    @wraps(route)
+    async def shielded(request: Request, *args: Any, **kwargs: Any) -> HTTPResponse:
+        write = asyncio.ensure_future(route(request, *args, **kwargs))  # the request's context: stats, floor
+        try:
+            return await asyncio.shield(write)
+        except asyncio.CancelledError:
+            if request.conn_info.lost or getattr(request.ctx, "write_committed", False):
+                write.add_done_callback(_log_failure)  # nobody waits for its outcome now
+            else:
+                write.cancel()
+            raise
+
+    return shielded
+
+
+def _log_failure(write: asyncio.Future) -> None:
+    if write.cancelled() or (error := write.exception()) is None:
+        return
+    if getattr(error, "status_code", 500) >= 500:
+        logger.error("a write whose request had ended failed", exc_info=error)

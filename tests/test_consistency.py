@@ -438,3 +438,71 @@ def test_delete_takes_reviews_and_inventory_along_or_nothing(server: Server) -> 
             await database.close()
 
     bounded(run())
+
+
+# 4. A write whose client leaves --------------------------------------------------------------------------
+
+
+async def wait_for(condition: Any, what: str, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not await condition():
+        assert time.monotonic() < deadline, f"not within {seconds} s: {what}"
+        await asyncio.sleep(0.05)
+
+
+def test_a_write_whose_client_leaves_commits_and_invalidates(server: Server) -> None:
+    """Sanic cancels a request when its client closes the connection. A write goes on to its commit and its
+    invalidation all the same (a write cut between the two would leave the cache serving the old product),
+    and its log line says 499, not 500."""
+
+    async def run() -> None:
+        database = await connect(server.database_url)
+        blocker = await connect(server.database_url)
+        try:
+            product_id = await database.fetchval(
+                "INSERT INTO products (name, price, category_id) VALUES ('Abandoned', 5, $1) RETURNING id",
+                server.categories[0],
+            )
+            server.expire_cache()
+            async with server.client() as client:
+                for _ in range(4):  # cached, on both workers
+                    assert (await client.get(f"/products/{product_id}")).json()["price"] == 5
+
+            # The test holds the product's row, so the PUT waits in its transaction until the client has gone.
+            locked = blocker.transaction()
+            await locked.start()
+            await blocker.execute("SELECT 1 FROM products WHERE id = $1 FOR UPDATE", product_id)
+            host, port = server.url.removeprefix("http://").split(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            body = b'{"price": 7.5}'
+            writer.write(b"PUT /products/%d HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (product_id, len(body), body))
+            await writer.drain()
+
+            async def waits_for_the_row() -> bool:
+                return await database.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock'") > 0
+
+            await wait_for(waits_for_the_row, "the PUT waiting for the row")
+            writer.close()
+
+            async def logged_as_left() -> bool:
+                return f"PUT /products/{product_id} 499 " in server.log.read_text(errors="replace")
+
+            await wait_for(logged_as_left, "the PUT's log line with 499")
+            await locked.rollback()
+
+            async def committed() -> bool:
+                return await database.fetchval("SELECT price FROM products WHERE id = $1", product_id) == 7.5
+
+            await wait_for(committed, "the PUT committed after its client left")
+            async with server.client() as client:
+                prices = [(await client.get(f"/products/{product_id}")).json()["price"] for _ in range(6)]
+            assert prices == [7.5] * 6
+            assert f"PUT /products/{product_id} 500 " not in server.log.read_text(errors="replace")
+        finally:
+            await blocker.close()
+            await database.close()
+
+    bounded(run())

@@ -312,6 +312,7 @@ def _json_body(request: Request) -> object:
     body=schemas.body(PRODUCT_CREATE),
     response=[schemas.ok(schemas.ref("Product"), status=201), schemas.UNPROCESSABLE, UNSUPPORTED],
 )
+@events.to_the_end
 async def create_product(request: Request) -> HTTPResponse:
     fields = body_fields(PRODUCT_CREATE, _json_body(request))
     async with events.product_write(request.app):
@@ -321,7 +322,7 @@ async def create_product(request: Request) -> HTTPResponse:
             raise unknown_category_error(fields.get("category_id")) from None
         if product is None:
             raise NotFound(PRODUCT_NOT_FOUND)
-        await events.product_changed(request.app, product.id, None, ProductState.of(product))
+        await events.product_changed(request, product.id, None, ProductState.of(product))
     return json(product_dict(product), status=201)
 
 
@@ -333,6 +334,7 @@ async def create_product(request: Request) -> HTTPResponse:
     body=schemas.body(PRODUCT_UPDATE),
     response=[schemas.ok(schemas.ref("Product")), schemas.NOT_FOUND, schemas.UNPROCESSABLE, UNSUPPORTED],
 )
+@events.to_the_end
 async def update_product(request: Request, product_id: str) -> HTTPResponse:
     identifier = path_int("product_id", product_id)
     changes = body_fields(PRODUCT_UPDATE, _json_body(request))
@@ -345,7 +347,7 @@ async def update_product(request: Request, product_id: str) -> HTTPResponse:
             raise NotFound(PRODUCT_NOT_FOUND)
         before, product = updated
         if changes:
-            await events.product_changed(request.app, identifier, before, ProductState.of(product))
+            await events.product_changed(request, identifier, before, ProductState.of(product))
     return json(product_dict(product))
 
 
@@ -356,11 +358,12 @@ async def update_product(request: Request, product_id: str) -> HTTPResponse:
     parameter=PRODUCT_ID,
     response=[Response({}, status="204", description="Deleted, with its reviews and inventory"), schemas.NOT_FOUND, schemas.UNPROCESSABLE],
 )
+@events.to_the_end
 async def delete_product(request: Request, product_id: str) -> HTTPResponse:
     identifier = path_int("product_id", product_id)
     async with events.product_write(request.app):
         before = await queries.delete_product(identifier)
         if before is None:
             raise NotFound(PRODUCT_NOT_FOUND)
-        await events.product_changed(request.app, identifier, before, None)
+        await events.product_changed(request, identifier, before, None)
     return empty(status=204)
