@@ -4,7 +4,7 @@
 
 ``benchmarks.targets`` measures the service's cached GETs against it.
 
-The same Sanic, event loop, worker count and listen backlog as the Procfile's service, but no middleware, no signals, no logging and no
+The same Sanic, event loop, worker count and listening sockets as the Procfile's service, but no middleware, no signals, no logging and no
 pools: one route answering a fixed body the size and shape of a 20-product page (the body of
 ``/_ceiling/static``, which goes through the service's app). Issue 13 measures cached GETs against it.
 """
@@ -15,7 +15,7 @@ from sanic import HTTPResponse, Request, Sanic
 from sanic.response import raw
 
 from catalog.blueprints.ceiling import STATIC_BODY
-from catalog.process import accept_promptly, deepen_listen_backlog
+from catalog.process import accept_promptly, deepen_listen_backlog, listen_per_worker
 from config.settings import Settings
 
 
@@ -25,6 +25,7 @@ def create_app() -> Sanic:
     app.config.MOTD = False
     accept_promptly(app)  # the service's event loop and listening queue, for a fair ceiling
     deepen_listen_backlog(app, Settings().listen_backlog)
+    listen_per_worker(app, Settings().listen_backlog)
 
     @app.get("/")
     async def page(request: Request) -> HTTPResponse:

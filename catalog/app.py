@@ -31,7 +31,12 @@ from catalog.db import (
 from catalog.errors import JSONErrorHandler
 from catalog.http import setup_http
 from catalog.logs import configure_logging
-from catalog.process import accept_promptly, deepen_listen_backlog, stop_cleanly
+from catalog.process import (
+    accept_promptly,
+    deepen_listen_backlog,
+    listen_per_worker,
+    stop_cleanly,
+)
 from catalog.replicas import close_replicas, open_replicas, start_request
 from config.database import masked_url
 from config.settings import Settings
@@ -114,6 +119,7 @@ def create_app(*, settings: Settings | None = None) -> Sanic:
 
     accept_promptly(app)
     deepen_listen_backlog(app, settings.listen_backlog)
+    listen_per_worker(app, settings.listen_backlog)
     stop_cleanly(app)
 
     @app.before_server_start

@@ -92,6 +92,26 @@ def test_unreachable_database_is_a_503_not_a_crash(tmp_path: Path) -> None:
         assert stop(web) == 0
 
 
+def listening_sockets(port: int) -> int:
+    """How many TCP sockets the kernel has listening on ``port`` (IPv4: /proc/net/tcp, state 0A)."""
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for row in rows if row.split()[1].endswith(f":{port:04X}") and row.split()[3] == "0A")
+
+
+def test_each_worker_listens_on_a_socket_of_its_own(tmp_path: Path) -> None:
+    """SO_REUSEPORT: the kernel spreads new connections over the workers' sockets, so that no worker takes
+    every connection of a burst (asyncio's loop accepts all it can at once from a shared socket)."""
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": f"postgres://postgres@127.0.0.1:{free_port()}/catalog"}
+    web = start_sanic(env, port, tmp_path / "web.log", workers=2)
+    try:
+        assert listening_sockets(port) == 2
+        assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+    finally:
+        assert stop(web) == 0
+    assert listening_sockets(port) == 0
+
+
 def test_on_a_dyno_the_built_in_secret_key_is_refused_in_one_line(tmp_path: Path) -> None:
     env = {key: value for key, value in os.environ.items() if key != "SECRET_KEY"}
     env.update(DYNO="web.1", DATABASE_URL="postgres://u:p@db.example.com:5432/d", PORT=str(free_port()),
