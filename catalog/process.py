@@ -54,7 +54,7 @@ def listen_per_worker(app: Sanic, backlog: int) -> None:
         for server_info in app.state.server_info:
             settings = server_info.settings
             if settings.get("sock") is None and not settings.get("unix") and settings.get("host"):
-                settings["sock"] = _reusable_socket(settings["host"], settings["port"])
+                settings["sock"] = _reusable_socket(settings["host"], settings["port"], first=True)
                 settings["sock"].set_inheritable(True)
 
     @app.before_server_start
@@ -71,8 +71,16 @@ def listen_per_worker(app: Sanic, backlog: int) -> None:
             own.close()
 
 
-def _reusable_socket(host: str, port: int) -> socket.socket:
+def _reusable_socket(host: str, port: int, *, first: bool = False) -> socket.socket:
+    """A socket bound to ``host:port`` with SO_REUSEPORT. The ``first`` of them (the main process's) makes
+    sure no one else holds the address: SO_REUSEPORT would otherwise let a second service on the same port
+    share its connections silently, where plain binding fails with "Address already in use"."""
     family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    if first:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+            port = probe.getsockname()[1]  # port 0: the one the kernel chose, kept by the socket below
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tomllib
@@ -107,6 +108,21 @@ def test_each_worker_listens_on_a_socket_of_its_own(tmp_path: Path) -> None:
     try:
         assert listening_sockets(port) == 2
         assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+        # SO_REUSEPORT would let a second service share the port silently; it is refused as before.
+        second = subprocess.Popen(
+            [sys.executable, "-m", "sanic", "catalog.app:create_app", "--factory", "--host", "127.0.0.1",
+             "--port", str(port), "--workers", "2"],
+            cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,
+        )
+        try:
+            output, _ = second.communicate(timeout=60)
+        finally:
+            if second.poll() is None:  # it serves: stop it and its workers
+                os.killpg(second.pid, signal.SIGKILL)
+                second.wait()
+        assert second.returncode != 0 and "Address already in use" in output
+        assert listening_sockets(port) == 2
     finally:
         assert stop(web) == 0
     assert listening_sockets(port) == 0
