@@ -1,5 +1,5 @@
-"""How Sanic's processes take connections and stop: the workers' event loop and listen backlog, and how the
-main process stops on SIGTERM (a platform's stop) or SIGINT."""
+"""How Sanic's processes take connections and stop: the workers' event loop, listening sockets and backlog,
+and how the main process stops on SIGTERM (a platform's stop) or SIGINT."""
 
 from __future__ import annotations
 
