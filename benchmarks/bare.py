@@ -23,9 +23,10 @@ def create_app() -> Sanic:
     app = Sanic("bare")
     app.config.ACCESS_LOG = False
     app.config.MOTD = False
-    accept_promptly(app)  # the service's event loop and listening queue, for a fair ceiling
-    deepen_listen_backlog(app, Settings().listen_backlog)
-    listen_per_worker(app, Settings().listen_backlog)
+    backlog = Settings().listen_backlog
+    accept_promptly(app)  # the service's event loop and listening sockets, for a fair ceiling
+    deepen_listen_backlog(app, backlog)
+    listen_per_worker(app, backlog)
 
     @app.get("/")
     async def page(request: Request) -> HTTPResponse:
